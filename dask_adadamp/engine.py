@@ -1,0 +1,247 @@
+"""The Dask side of one fit: shards, gradient tasks, reduction, clean-up.
+
+A :class:`FitSession` places the training data on the cluster once, as
+persisted dask-array blocks (*shards*), then turns each model update into
+one task per chunk and adds the returned sums in chunk order. Everything it
+puts on the cluster carries the fit's token in its key and is released by
+:meth:`FitSession.close`.
+
+Why tasks and not actors: a task whose worker dies is re-run elsewhere by
+the scheduler, and the shards it reads are blocks of a dask array whose
+graph holds the data, so the scheduler re-creates a lost shard by itself.
+Both properties come from Dask for free and keep every update exact.
+"""
+import atexit
+import logging
+import math
+import os
+import uuid
+
+import dask.array as da
+import numpy as np
+from dask.core import flatten
+from distributed import Client, LocalCluster, futures_of, wait
+
+from . import worker
+
+logger = logging.getLogger(__name__)
+
+_EMBEDDED = {}
+
+
+def resolve_client(client=None):
+    """The client a fit uses.
+
+    Parameters
+    ----------
+    client : distributed.Client, str or None
+        A client, or a scheduler address to connect to. With None, the
+        current client (:func:`distributed.get_client` semantics) or, when
+        there is none, an embedded :class:`~distributed.LocalCluster` that
+        is started once per process and reused by later fits.
+
+    Returns
+    -------
+    distributed.Client
+    """
+    if isinstance(client, Client):
+        return client
+    if isinstance(client, str):
+        if client not in _EMBEDDED:
+            _EMBEDDED[client] = Client(client, set_as_default=False)
+        return _EMBEDDED[client]
+    if client is not None:
+        raise TypeError(
+            f"client={client!r} is not accepted; pass a distributed.Client, "
+            "a scheduler address such as 'tcp://10.0.0.1:8786', or None")
+    try:
+        from distributed import get_client
+        return get_client()
+    except ValueError:
+        pass
+    if None not in _EMBEDDED:
+        # One single-threaded worker per core: torch already parallelizes
+        # inside a task, and one thread per worker keeps results exact.
+        cluster = LocalCluster(n_workers=os.cpu_count() or 1,
+                               threads_per_worker=1, processes=True,
+                               dashboard_address=":8787",
+                               silence_logs=logging.ERROR)
+        embedded = Client(cluster)
+        _EMBEDDED[None] = embedded
+        atexit.register(_close_embedded)
+        logger.warning("dask-adadamp started a local Dask cluster with %d "
+                       "workers; dashboard at %s", len(cluster.workers),
+                       embedded.dashboard_link)
+    return _EMBEDDED[None]
+
+
+def _close_embedded():
+    for client in _EMBEDDED.values():
+        cluster = client.cluster
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    _EMBEDDED.clear()
+
+
+def default_shard_rows(n_rows, grads_per_worker, max_shards=64):
+    """Rows per shard for data the fit places itself.
+
+    At least one chunk's worth of rows, and at most ``max_shards`` shards,
+    so that there are shards for every worker without tiny tasks.
+
+    >>> default_shard_rows(1000, 128)
+    128
+    >>> default_shard_rows(100_000, 128)
+    1563
+    """
+    return max(grads_per_worker, math.ceil(n_rows / max_shards))
+
+
+class FitSession:
+    """Training data on the cluster and the tasks of each update.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    X, y : numpy.ndarray or dask.array.Array
+        Training data. Numpy arrays are shuffled with ``seed`` and cut into
+        shards of ``shard_rows`` rows; a dask array keeps its own row
+        blocks, which are persisted where they are.
+    spec : worker.ModelSpec
+        The model the workers compute with.
+    shard_rows : int
+        Rows per shard for numpy input.
+    seed : int
+        Seeds the order in which numpy rows are dealt into shards.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from distributed import Client, LocalCluster
+    >>> from torch.nn.utils import parameters_to_vector
+    >>> from dask_adadamp.worker import ModelSpec
+    >>> from dask_adadamp.sampling import EpochSampler
+    >>> client = Client(LocalCluster(n_workers=1, processes=False))
+    >>> module = torch.nn.Linear(2, 1)
+    >>> X = np.ones((8, 2), "float32"); y = np.zeros((8, 1), "float32")
+    >>> spec = ModelSpec("doc", module, torch.nn.MSELoss(), "cpu")
+    >>> with FitSession(client, X, y, spec, shard_rows=4, seed=0) as fit:
+    ...     update = EpochSampler(fit.shard_ids, 4,
+    ...                           np.random.default_rng(0)).take(8)
+    ...     w = parameters_to_vector(module.parameters()).detach().numpy()
+    ...     grad, loss, count = fit.gradient(w, update, seed=0)
+    >>> count
+    8
+    >>> client.close()
+    """
+
+    def __init__(self, client, X, y, spec, shard_rows, seed):
+        self.client = client
+        self.spec = spec
+        self.token = spec.token
+        self._calls = 0
+        self._shards = []
+        try:
+            self._place(X, y, shard_rows, seed)
+        except BaseException:
+            self.close()
+            raise
+
+    def _place(self, X, y, shard_rows, seed):
+        if isinstance(X, da.Array):
+            X = X.rechunk({axis: -1 for axis in range(1, X.ndim)})
+            if any(math.isnan(c) for c in X.chunks[0]):
+                X = X.compute_chunk_sizes()
+            y = da.asarray(y).rechunk(
+                (X.chunks[0],) + tuple((s,) for s in y.shape[1:]))
+            bounds = np.cumsum((0,) + X.chunks[0])
+            self.shard_ids = [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:])
+                              if b > a]
+        else:
+            order = np.random.default_rng([seed, 1]).permutation(len(X))
+            chunks = (shard_rows,) + X.shape[1:]
+            X = da.from_array(X[order], chunks=chunks,
+                              name=f"adadamp-shard-X-{self.token}")
+            y = da.from_array(y[order], chunks=(shard_rows,) + y.shape[1:],
+                              name=f"adadamp-shard-y-{self.token}")
+            self.shard_ids = [order[i:i + shard_rows]
+                              for i in range(0, len(order), shard_rows)]
+        X, y = self.client.persist([X, y])
+        self._futures = futures_of(X) + futures_of(y)
+        by_key = {f.key: f for f in self._futures}
+        keys_X = [k for k in flatten(X.__dask_keys__())]
+        keys_y = [k for k in flatten(y.__dask_keys__())]
+        self._shards = [(by_key[kx], by_key[ky])
+                        for kx, ky, n in zip(keys_X, keys_y, X.chunks[0]) if n]
+        self.X = X
+
+    def check_finite(self):
+        """Raise ValueError if the placed X holds NaN or infinity."""
+        if not bool(da.isfinite(self.X).all().compute()):
+            raise ValueError("X contains NaN or infinite values; "
+                             "only finite numbers are accepted")
+
+    def gradient(self, weights, update, seed):
+        """Sum of gradients, sum of losses and count for one update.
+
+        Parameters
+        ----------
+        weights : numpy.ndarray
+            Flat float32 weights.
+        update : sampling.Update
+        seed : int
+            Seeds the update's tasks (each chunk gets its own stream).
+
+        Returns
+        -------
+        (numpy.ndarray, float, int)
+        """
+        self._calls += 1
+        name = f"adadamp-gradient-{self.token}"
+        seeds = np.random.SeedSequence([seed, self._calls]).generate_state(
+            len(update.chunks))
+        futures = [
+            self.client.submit(
+                worker.chunk_gradient, self.spec, weights,
+                *self._shards[chunk.shard], chunk.rows, int(s),
+                key=(name, self._calls, j))
+            for j, (chunk, s) in enumerate(zip(update.chunks, seeds))]
+        try:
+            results = self.client.gather(futures)
+        finally:
+            self.client.cancel(futures)
+        # Added in chunk order, never in order of arrival: the sum's bits
+        # do not depend on which worker finished first.
+        grad = results[0][0].copy()
+        for g, _, _ in results[1:]:
+            grad += g
+        loss = math.fsum(r[1] for r in results)
+        count = sum(r[2] for r in results)
+        return grad, loss, count
+
+    @property
+    def n_workers(self):
+        """Workers in the cluster now."""
+        return len(self.client.nthreads())
+
+    def close(self):
+        """Release everything this fit placed on the cluster."""
+        futures, self._futures, self._shards = getattr(self, "_futures", []), [], []
+        if futures:
+            self.client.cancel(futures)
+        try:
+            self.client.run(worker.forget, self.token)
+        except Exception:  # a closed client or a cluster gone: nothing left
+            logger.debug("could not clear worker caches", exc_info=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def new_token():
+    """A fresh name for one fit's keys on the cluster."""
+    return uuid.uuid4().hex[:12]

@@ -1,0 +1,393 @@
+"""skorch nets whose training loop runs on a Dask cluster.
+
+:class:`DaskClassifier` and :class:`DaskRegressor` are skorch's
+``NeuralNetClassifier`` and ``NeuralNetRegressor`` with one step replaced:
+the gradient of each model update is computed by Dask tasks (see
+:mod:`dask_adadamp.engine`) instead of a local forward/backward pass. The
+optimizer, callbacks, history, validation and prediction are skorch's own
+and run in the client process.
+
+One fit, seen from the client::
+
+    fit_loop
+      place training shards on the cluster          (engine.FitSession)
+      for each epoch:
+        EpochSampler: seeded permutation cut into updates and chunks
+        for each update (skorch's run_single_epoch / train_step):
+          train_step_single: weights out, summed gradients back
+          optimizer.step()
+        validation on the client, callbacks, history
+      release the shards
+"""
+import numbers
+
+import dask.array as da
+import numpy as np
+import torch
+from sklearn.utils import check_random_state
+from skorch import NeuralNetClassifier, NeuralNetRegressor
+from skorch.dataset import Dataset
+from skorch.utils import to_numpy
+from torch.nn.utils import parameters_to_vector
+from torch.utils.data import DataLoader, Subset
+
+from . import engine
+from .sampling import EpochSampler
+from .worker import ModelSpec
+
+
+class DaskNetMixin:
+    """Replace a skorch net's training step with gradients computed on Dask.
+
+    Parameters added to skorch's (see the skorch net for the rest):
+
+    client : distributed.Client, str or None (default=None)
+        The cluster to train on: a client, a scheduler address, or None
+        for the current client (``distributed.get_client()``), falling back
+        to a local cluster started once per process.
+    grads_per_worker : int (default=128)
+        Most examples one gradient task computes. An update of ``B``
+        examples runs about ``ceil(B / grads_per_worker)`` tasks.
+    random_state : int, numpy.random.RandomState or None (default=None)
+        Seeds the module's initialization, the placement of the data and
+        every update's sample. With an int, fits are repeatable bit for
+        bit, whatever the number of workers.
+
+    ``device`` is the device the workers compute on (``"cuda"`` on GPU
+    workers); the client keeps its copy of the module there too, as skorch
+    does.
+    """
+
+    def __init__(self, module, *args, client=None, grads_per_worker=128,
+                 random_state=None, **kwargs):
+        super().__init__(module, *args, **kwargs)
+        self.client = client
+        self.grads_per_worker = grads_per_worker
+        self.random_state = random_state
+
+    # --- initialization -------------------------------------------------
+
+    def initialize(self):
+        self._check_params()
+        self.seed_ = self._base_seed()
+        return super().initialize()
+
+    def initialize_module(self):
+        # Seed initialization without touching the caller's global RNG.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed_)
+            return super().initialize_module()
+
+    def _base_seed(self):
+        if isinstance(self.random_state, numbers.Integral):
+            return int(self.random_state)
+        return int(check_random_state(self.random_state).randint(2**31 - 1))
+
+    def _check_params(self):
+        for name in ("batch_size", "grads_per_worker"):
+            value = getattr(self, name)
+            if (not isinstance(value, numbers.Integral)
+                    or isinstance(value, bool) or value <= 0):
+                raise ValueError(
+                    f"{name}={value!r} is not accepted; it must be a positive "
+                    "integer (for full-batch gradient descent, pass the "
+                    "number of training examples)" if name == "batch_size"
+                    else f"{name}={value!r} is not accepted; it must be a "
+                    "positive integer")
+        try:
+            if self.device is not None:
+                torch.device(self.device)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(
+                f"device={self.device!r} is not accepted; use a torch device "
+                "such as 'cpu', 'cuda' or 'cuda:1'") from exc
+        rs = self.random_state
+        if not (rs is None or isinstance(rs, (np.random.RandomState, np.random.Generator))
+                or (isinstance(rs, numbers.Integral) and not isinstance(rs, bool)
+                    and 0 <= rs < 2**32)):
+            raise ValueError(
+                f"random_state={rs!r} is not accepted; use None, an integer "
+                "in [0, 2**32) or a numpy RandomState")
+
+    # --- the fit loop ---------------------------------------------------
+
+    def fit_loop(self, X, y=None, epochs=None, *, _routing_method="fit",
+                 **fit_params):
+        """Train on the cluster; see skorch's ``NeuralNet.fit_loop``.
+
+        The training data are placed on the cluster once for the whole
+        call and released when it returns or fails.
+        """
+        if fit_params:
+            raise TypeError(
+                f"fit parameters {sorted(fit_params)} are not supported: the "
+                "module's forward runs on the workers with X only")
+        self._check_params()
+        self.check_training_readiness()
+        epochs = epochs if epochs is not None else self.max_epochs
+        X_train, y_train, dataset_train, dataset_valid = self._split(X, y)
+        self._check_loss_on_client(X_train, y_train)
+
+        client = engine.resolve_client(self.client)
+        spec = ModelSpec(engine.new_token(), self.module_, self.criterion_,
+                         self.device or "cpu", log_input=self._log_input())
+        shard_rows = engine.default_shard_rows(len(X_train), self.grads_per_worker)
+        on_epoch_kwargs = {"dataset_train": dataset_train,
+                           "dataset_valid": dataset_valid}
+        iterator_valid = (None if dataset_valid is None
+                          else self.get_iterator(dataset_valid, training=False))
+        with engine.FitSession(client, X_train, y_train, spec, shard_rows,
+                               self.seed_) as session:
+            if isinstance(X_train, da.Array):
+                session.check_finite()
+            self._session = session
+            try:
+                for _ in range(epochs):
+                    self.notify("on_epoch_begin", **on_epoch_kwargs)
+                    self.run_single_epoch(self._updates(session), training=True,
+                                          prefix="train", step_fn=self.train_step)
+                    self._record_epoch(session)
+                    self.run_single_epoch(iterator_valid, training=False,
+                                          prefix="valid",
+                                          step_fn=self.validation_step)
+                    self.notify("on_epoch_end", **on_epoch_kwargs)
+            finally:
+                del self._session
+        return self
+
+    def _updates(self, session):
+        """Yield this epoch's updates, asking for a batch size each time."""
+        epoch = len(self.history) - 1
+        rng = np.random.default_rng([self.seed_, 2, epoch])
+        sampler = EpochSampler(session.shard_ids, self.grads_per_worker, rng)
+        while sampler.remaining:
+            yield sampler.take(self.get_batch_size())
+
+    def get_batch_size(self):
+        """Batch size of the next update (overridden by schedules)."""
+        return self.batch_size
+
+    def train_step(self, batch, **fit_params):
+        step = super().train_step(batch, **fit_params)
+        self.history.record_batch("batch_size", len(batch))
+        return step
+
+    def train_step_single(self, batch, **fit_params):
+        """Compute the update's mean gradient on the cluster.
+
+        Sets ``.grad`` of every learnable parameter of the client's module
+        to the batch's mean gradient; skorch's ``train_step`` then calls
+        ``optimizer.step()``.
+        """
+        update_number = self._total("model_updates") + len(
+            self.history[-1, "batches"])
+        params = list(self.module_.parameters())
+        weights = parameters_to_vector(params).detach().cpu().numpy()
+        grad, loss_sum, count = self._session.gradient(
+            weights, batch, seed=self.seed_ + 7919 * update_number)
+        loss = loss_sum / count
+        if not (np.isfinite(loss) and np.isfinite(grad).all()):
+            raise FloatingPointError(
+                f"the training loss became {loss} at model update "
+                f"{update_number + 1} (epoch {len(self.history)}); the "
+                "estimator keeps the weights from before that update. "
+                "A smaller lr or a different batch size may help.")
+        offset = 0
+        for p in params:
+            n = p.numel()
+            if p.requires_grad:
+                p.grad = torch.from_numpy(grad[offset:offset + n] / count).view_as(
+                    p).to(p.device)
+            offset += n
+        return {"loss": torch.tensor(loss), "y_pred": None}
+
+    def _record_epoch(self, session):
+        batches = [b for b in self.history[-1, "batches"] if "batch_size" in b]
+        self.history.record("model_updates",
+                            self._total("model_updates") + len(batches))
+        self.history.record("n_examples", self._total("n_examples")
+                            + sum(b["batch_size"] for b in batches))
+        self.history.record("batch_size", batches[-1]["batch_size"] if batches else 0)
+        self.history.record("lr", self.optimizer_.param_groups[0]["lr"])
+        self.history.record("n_workers", session.n_workers)
+
+    def _total(self, key):
+        """A cumulative count as of the end of the previous epoch."""
+        for row in reversed(self.history[:-1]):
+            if key in row:
+                return row[key]
+        return 0
+
+    # --- data -------------------------------------------------------------
+
+    def _split(self, X, y):
+        """Training arrays for the cluster, and skorch's datasets."""
+        if isinstance(X, da.Array) or isinstance(y, da.Array):
+            if self.train_split is not None:
+                raise ValueError(
+                    f"train_split={self.train_split!r} is not accepted with "
+                    "dask arrays; pass train_split=None and score held-out "
+                    "data with est.score(X_test, y_test)")
+            X, y = self._check_dask(X, y)
+            return X, y, None, None
+        X, y = _as_arrays(X, y)
+        _check_arrays(X, y)
+        dataset_train, dataset_valid = self.get_split_datasets(X, y)
+        X_train, y_train = _as_arrays(dataset_train, None)
+        if len(X_train) == 0:
+            raise ValueError("the training split holds no examples; "
+                             "pass more data or train_split=None")
+        return X_train, y_train, dataset_train, dataset_valid
+
+    def _check_dask(self, X, y):
+        if y is None:
+            raise ValueError("y=None is not accepted with a dask array X; "
+                             "pass the targets as y")
+        X = da.asarray(X)
+        y = da.asarray(y)
+        if X.ndim == 0 or X.shape[0] == 0:
+            raise ValueError(f"X of shape {X.shape} holds no examples")
+        if not (np.isnan(X.shape[0]) or np.isnan(y.shape[0])) and X.shape[0] != y.shape[0]:
+            raise ValueError(
+                f"X has {X.shape[0]} rows but y has {y.shape[0]}; "
+                "they must have the same length")
+        self.check_data(X[:0].compute(), y[:0].compute())
+        return X, y
+
+    def check_data(self, X, y=None):
+        if y is None:
+            raise ValueError("y=None is not accepted: the workers need the "
+                             "targets. Pass y, or a Dataset yielding (X, y)")
+        return super().check_data(X, y)
+
+    def _check_loss_on_client(self, X, y):
+        """Fail fast, before the cluster is touched, if the module or the
+        criterion cannot take this data."""
+        Xs, ys = X[:2], y[:2]
+        if isinstance(Xs, da.Array):
+            Xs, ys = Xs.compute(), ys.compute()
+        training = self.module_.training
+        self.module_.eval()
+        try:
+            with torch.no_grad():
+                try:
+                    y_pred = self.infer(Xs)
+                except Exception as exc:
+                    raise ValueError(
+                        f"X of shape {tuple(X.shape)} and dtype {X.dtype} does "
+                        f"not fit the module {type(self.module_).__name__}: "
+                        f"{exc}") from exc
+                try:
+                    self.get_loss(y_pred, torch.as_tensor(ys))
+                except Exception as exc:
+                    raise ValueError(
+                        f"y of shape {tuple(y.shape)} and dtype {y.dtype} does "
+                        f"not fit the criterion {type(self.criterion_).__name__}"
+                        f" for outputs of shape {tuple(y_pred.shape)}: {exc}"
+                    ) from exc
+        finally:
+            self.module_.train(training)
+
+    def _log_input(self):
+        return False
+
+    # --- pickling ---------------------------------------------------------
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        # A live client cannot be pickled; the unpickled estimator uses the
+        # client current where it is loaded.
+        if not (state.get("client") is None or isinstance(state["client"], str)):
+            state["client"] = None
+        return state
+
+
+def _as_arrays(X, y):
+    """Numpy arrays from what skorch accepts: arrays, tensors, frames, or
+    a Dataset (or Subset of one) yielding ``(X, y)``."""
+    if isinstance(X, Subset) and isinstance(X.dataset, Dataset) and X.dataset.y is not None:
+        idx = np.asarray(X.indices)
+        return np.asarray(X.dataset.X)[idx], np.asarray(X.dataset.y)[idx]
+    if isinstance(X, Dataset) and X.y is not None:
+        return np.asarray(X.X), np.asarray(X.y)
+    if isinstance(X, torch.utils.data.Dataset):
+        if len(X) == 0:
+            raise ValueError("the Dataset X holds no examples")
+        Xb, yb = next(iter(DataLoader(X, batch_size=len(X), shuffle=False)))
+        return to_numpy(Xb), to_numpy(yb)
+    X = to_numpy(X) if isinstance(X, torch.Tensor) else np.asarray(X)
+    y = to_numpy(y) if isinstance(y, torch.Tensor) else np.asarray(y)
+    return X, y
+
+
+def _check_arrays(X, y):
+    if X.ndim == 0 or len(X) == 0:
+        raise ValueError(f"X of shape {X.shape} holds no examples")
+    if y.ndim == 0 or len(y) != len(X):
+        raise ValueError(
+            f"X has {len(X)} rows but y has {len(y) if y.ndim else 'no'} rows; "
+            "they must have the same length")
+    if X.dtype.kind in "fc" and not np.isfinite(X).all():
+        bad = np.argwhere(~np.isfinite(X))[0]
+        raise ValueError(
+            f"X contains NaN or infinite values (first at index "
+            f"{tuple(int(i) for i in bad)}); only finite numbers are accepted")
+    if X.dtype.kind not in "biufc":
+        raise ValueError(f"X of dtype {X.dtype} is not accepted; pass numbers "
+                         "(float32 for most torch modules)")
+
+
+class DaskClassifier(DaskNetMixin, NeuralNetClassifier):
+    """A skorch ``NeuralNetClassifier`` trained on a Dask cluster.
+
+    Parameters are skorch's (``module``, ``criterion``, ``optimizer``,
+    ``lr``, ``max_epochs``, ``batch_size``, ``callbacks``, ``train_split``,
+    ``device``, ``module__*``, ``optimizer__*``, ...) plus ``client``,
+    ``grads_per_worker`` and ``random_state``; see :class:`DaskNetMixin`.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from distributed import Client, LocalCluster
+    >>> from dask_adadamp import DaskClassifier
+    >>> client = Client(LocalCluster(n_workers=2, threads_per_worker=1))
+    >>> X = np.random.default_rng(0).normal(size=(200, 4)).astype("float32")
+    >>> y = (X[:, 0] > 0).astype("int64")
+    >>> est = DaskClassifier(torch.nn.Linear, module__in_features=4,
+    ...                      module__out_features=2,
+    ...                      criterion=torch.nn.CrossEntropyLoss, lr=0.5,
+    ...                      batch_size=64, grads_per_worker=32, max_epochs=5,
+    ...                      train_split=None, random_state=0, verbose=0)
+    >>> est = est.fit(X, y)
+    >>> est.score(X, y) > 0.9
+    True
+    >>> est.history[-1, "model_updates"]
+    20
+    >>> client.close()
+    """
+
+    def _log_input(self):
+        return isinstance(self.criterion_, torch.nn.NLLLoss)
+
+
+class DaskRegressor(DaskNetMixin, NeuralNetRegressor):
+    """A skorch ``NeuralNetRegressor`` trained on a Dask cluster.
+
+    Targets must be 2-dimensional, as in skorch (``y.reshape(-1, 1)``).
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from distributed import Client, LocalCluster
+    >>> from dask_adadamp import DaskRegressor
+    >>> client = Client(LocalCluster(n_workers=2, threads_per_worker=1))
+    >>> X = np.random.default_rng(0).normal(size=(200, 3)).astype("float32")
+    >>> y = (X @ np.array([[1.0], [-2.0], [0.5]])).astype("float32")
+    >>> est = DaskRegressor(torch.nn.Linear, module__in_features=3,
+    ...                     module__out_features=1, lr=0.1, batch_size=50,
+    ...                     max_epochs=20, train_split=None, random_state=0,
+    ...                     verbose=0).fit(X, y)
+    >>> est.score(X, y) > 0.99
+    True
+    >>> client.close()
+    """

@@ -1,0 +1,87 @@
+"""The order in which an epoch visits the training examples (client side).
+
+An epoch is a seeded permutation of all training examples, built so that
+every chunk of an update reads one shard only: each shard's rows are
+shuffled and cut into *pieces* of at most ``grads_per_worker`` rows, the
+pieces of all shards are shuffled together, and updates take consecutive
+pieces (splitting the last one where the batch ends). A chunk is then one
+piece or part of one, so its gradient is computed where its shard lives
+and only row numbers travel with the task.
+
+Everything depends on the shard sizes, ``grads_per_worker``, the batch sizes
+asked for and the seed; nothing on the workers.
+"""
+from collections import deque
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Chunk(NamedTuple):
+    """Rows of one shard that one gradient task uses."""
+
+    shard: int
+    rows: np.ndarray
+
+
+class Update(NamedTuple):
+    """The examples of one model update, cut into chunks."""
+
+    indices: np.ndarray  # global example numbers, for callbacks and history
+    chunks: list
+
+    def __len__(self):
+        return len(self.indices)
+
+
+class EpochSampler:
+    """Cut one epoch of examples into updates of the sizes asked for.
+
+    Parameters
+    ----------
+    shard_ids : list of numpy.ndarray
+        For each shard, the global example number of each of its rows.
+    grads_per_worker : int
+        Most rows a chunk may have.
+    rng : numpy.random.Generator
+        Seeds the epoch's permutation.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ids = [np.arange(0, 6), np.arange(6, 10)]
+    >>> epoch = EpochSampler(ids, grads_per_worker=3,
+    ...                      rng=np.random.default_rng(0))
+    >>> first = epoch.take(5)
+    >>> len(first), [len(c.rows) for c in first.chunks]
+    (5, [3, 2])
+    >>> sum(len(u) for u in [first, epoch.take(5)]), epoch.remaining
+    (10, 0)
+    """
+
+    def __init__(self, shard_ids, grads_per_worker, rng):
+        self.shard_ids = shard_ids
+        pieces = []
+        for shard, ids in enumerate(shard_ids):
+            order = rng.permutation(len(ids))
+            for start in range(0, len(ids), grads_per_worker):
+                pieces.append(Chunk(shard, order[start:start + grads_per_worker]))
+        self._pieces = deque(pieces[i] for i in rng.permutation(len(pieces)))
+        self.remaining = sum(len(ids) for ids in shard_ids)
+
+    def take(self, batch_size):
+        """The next update of at most ``batch_size`` examples, or None."""
+        if not self._pieces:
+            return None
+        chunks, need = [], batch_size
+        while need and self._pieces:
+            piece = self._pieces.popleft()
+            if len(piece.rows) > need:
+                self._pieces.appendleft(Chunk(piece.shard, piece.rows[need:]))
+                piece = Chunk(piece.shard, piece.rows[:need])
+            chunks.append(piece)
+            need -= len(piece.rows)
+        indices = np.concatenate(
+            [self.shard_ids[c.shard][c.rows] for c in chunks])
+        self.remaining -= len(indices)
+        return Update(indices, chunks)

@@ -1,0 +1,174 @@
+"""What runs on the Dask workers: pure functions of (weights, shard, rows).
+
+Nothing here imports the estimator. A task receives the model as a
+:class:`ModelSpec` (a few kilobytes: the module's structure without its
+weights), the weights as one flat float32 buffer and the rows of one shard
+it should use, and returns sums. The same inputs give the same bits on any
+worker, which is what makes updates independent of the cluster's size.
+"""
+import copy
+import io
+import threading
+
+import cloudpickle
+import numpy as np
+import torch
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+# Models built on this worker process, by fit token. Building one costs a
+# deserialization and an allocation; an update costs neither.
+_MODELS = {}
+_MODELS_LOCK = threading.Lock()
+
+
+class ModelSpec:
+    """A module's structure and the loss it is trained with, minus weights.
+
+    Parameters
+    ----------
+    token : str
+        Names the fit; workers cache the built model under it.
+    module : torch.nn.Module
+        The initialized module. Its parameters are replaced by meta
+        tensors before pickling, so the spec stays small whatever the
+        model's size; buffers (e.g. batch-norm statistics) are kept.
+    criterion : torch.nn.Module
+        The initialized criterion.
+    device : str
+        Where the worker computes (``"cpu"``, ``"cuda"``, ...).
+    log_input : bool
+        Apply ``log`` to the module's output before the criterion, as
+        skorch's classifier does for ``NLLLoss`` on probabilities.
+
+    Examples
+    --------
+    >>> import torch
+    >>> spec = ModelSpec("fit-0", torch.nn.Linear(3, 2),
+    ...                  torch.nn.MSELoss(), "cpu")
+    >>> module, criterion = spec.build()
+    >>> module.weight.shape
+    torch.Size([2, 3])
+    """
+
+    def __init__(self, token, module, criterion, device, log_input=False):
+        self.token = token
+        self.device = str(device)
+        self.log_input = log_input
+        buffers = {name: b.detach().cpu().clone()
+                   for name, b in module.named_buffers()}
+        # Pickle a copy whose parameters live on the meta device: only
+        # structure travels; weights come with every update.
+        skeleton = _meta_copy(module)
+        f = io.BytesIO()
+        cloudpickle.dump((skeleton, buffers, copy.deepcopy(criterion).cpu()), f)
+        self.payload = f.getvalue()
+
+    def build(self):
+        """Return ``(module, criterion)`` on ``self.device``."""
+        skeleton, buffers, criterion = cloudpickle.loads(self.payload)
+        module = skeleton.to_empty(device=self.device)
+        for name, value in buffers.items():
+            _set_buffer(module, name, value.to(self.device))
+        return module, criterion.to(self.device)
+
+
+def _meta_copy(module):
+    params = dict(module.named_parameters())
+    # deepcopy with the parameters swapped for meta tensors, so the copy
+    # never holds a second set of real weights.
+    memo = {id(p): torch.nn.Parameter(torch.empty_like(p, device="meta"),
+                                      requires_grad=p.requires_grad)
+            for p in params.values()}
+    return copy.deepcopy(module, memo)
+
+
+def _set_buffer(module, name, value):
+    *path, leaf = name.split(".")
+    for part in path:
+        module = getattr(module, part)
+    module._buffers[leaf] = value
+
+
+def _model(spec):
+    with _MODELS_LOCK:
+        entry = _MODELS.get(spec.token)
+        if entry is None:
+            module, criterion = spec.build()
+            # One lock per model: chunk tasks on a multi-threaded worker
+            # share the module's parameters and must not interleave.
+            entry = (module, criterion, threading.Lock())
+            _MODELS[spec.token] = entry
+        return entry
+
+
+def forget(token):
+    """Drop the model a fit built on this worker (called when it ends)."""
+    with _MODELS_LOCK:
+        _MODELS.pop(token, None)
+
+
+def chunk_gradient(spec, weights, X, y, rows, seed):
+    """Sum of per-example gradients and losses over ``rows`` of one shard.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+    weights : numpy.ndarray
+        Flat float32 buffer of all parameters, in ``module.parameters()``
+        order.
+    X, y : numpy.ndarray
+        One shard of the training data.
+    rows : numpy.ndarray of int
+        The shard's rows this chunk uses.
+    seed : int
+        Seeds randomness in the forward pass (dropout), so a re-run
+        task gives the same result.
+
+    Returns
+    -------
+    grad_sum : numpy.ndarray
+        Flat float32 sum of the per-example gradients.
+    loss_sum : float
+        Sum of the per-example losses.
+    count : int
+        ``len(rows)``.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from torch.nn.utils import parameters_to_vector
+    >>> module = torch.nn.Linear(2, 1)
+    >>> spec = ModelSpec("doc", module, torch.nn.MSELoss(), "cpu")
+    >>> w = parameters_to_vector(module.parameters()).detach().numpy()
+    >>> X = np.ones((4, 2), dtype="float32"); y = np.zeros((4, 1), "float32")
+    >>> g, loss, n = chunk_gradient(spec, w, X, y, np.arange(4), seed=0)
+    >>> g.shape, n
+    ((3,), 4)
+    """
+    module, criterion, lock = _model(spec)
+    device = spec.device
+    with lock:
+        params = [p for p in module.parameters()]
+        with torch.no_grad():
+            vector_to_parameters(torch.from_numpy(weights).to(device), params)
+        xb = torch.as_tensor(X[rows], device=device)
+        yb = torch.as_tensor(y[rows], device=device)
+        module.train()
+        for p in params:
+            p.grad = None
+        torch.manual_seed(seed)
+        out = module(xb)
+        if spec.log_input:
+            out = torch.log(out + torch.finfo(out.dtype).eps)
+        loss = criterion(out, yb)
+        # A mean-reduced criterion averages over the chunk; the reduction
+        # needs sums so chunks of any size add up to the batch's mean.
+        if getattr(criterion, "reduction", "mean") == "mean":
+            loss = loss * len(rows)
+        loss.backward()
+        grad = parameters_to_vector(
+            [p.grad if p.grad is not None else torch.zeros_like(p)
+             for p in params])
+        return (grad.detach().cpu().numpy(), float(loss.detach()),
+                int(len(rows)))
+

@@ -1,0 +1,25 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="dask-adadamp",
+    version="0.1.0",
+    description="Train PyTorch models on Dask clusters with adaptive batch sizes",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["dask_adadamp", "dask_adadamp.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "numpy>=1.24",
+        "torch>=2.1",
+        "skorch>=1.0",
+        "scikit-learn>=1.3",
+        "dask[array]>=2024.1",
+        "distributed>=2024.1",
+        "cloudpickle>=2.0",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pytest-timeout>=2", "dask-ml>=2024.4"],
+        "demo": ["mnist1d>=0.0.2"],
+    },
+    entry_points={"console_scripts": ["dask-adadamp=dask_adadamp.__main__:main"]},
+)
