@@ -209,8 +209,9 @@ class FitSession:
             for j, (chunk, s) in enumerate(zip(update.chunks, seeds))]
         try:
             results = self.client.gather(futures)
-        finally:
-            self.client.cancel(futures)
+        except BaseException:
+            self.client.cancel(futures)  # nothing of a failed update runs on
+            raise
         # Added in chunk order, never in order of arrival: the sum's bits
         # do not depend on which worker finished first.
         grad = results[0][0].copy()
@@ -226,10 +227,13 @@ class FitSession:
         return len(self.client.nthreads())
 
     def close(self):
-        """Release everything this fit placed on the cluster."""
-        futures, self._futures, self._shards = getattr(self, "_futures", []), [], []
-        if futures:
-            self.client.cancel(futures)
+        """Release everything this fit placed on the cluster.
+
+        Shards are released by dropping the fit's references, never by
+        cancelling: a persisted dask array the user passed shares its keys
+        with the shards and must outlive the fit.
+        """
+        self._futures, self._shards, self.X = [], [], None
         try:
             self.client.run(worker.forget, self.token)
         except Exception:  # a closed client or a cluster gone: nothing left

@@ -207,7 +207,8 @@ class DaskNetMixin:
                             self._total("model_updates") + len(batches))
         self.history.record("n_examples", self._total("n_examples")
                             + sum(b["batch_size"] for b in batches))
-        self.history.record("batch_size", batches[-1]["batch_size"] if batches else 0)
+        # The size asked for, not the epoch's last (possibly partial) batch.
+        self.history.record("batch_size", max((b["batch_size"] for b in batches), default=0))
         self.history.record("lr", self.optimizer_.param_groups[0]["lr"])
         self.history.record("n_workers", session.n_workers)
 
@@ -232,6 +233,7 @@ class DaskNetMixin:
             return X, y, None, None
         X, y = _as_arrays(X, y)
         _check_arrays(X, y)
+        self.check_data(X, y)
         dataset_train, dataset_valid = self.get_split_datasets(X, y)
         X_train, y_train = _as_arrays(dataset_train, None)
         if len(X_train) == 0:
@@ -251,14 +253,21 @@ class DaskNetMixin:
             raise ValueError(
                 f"X has {X.shape[0]} rows but y has {y.shape[0]}; "
                 "they must have the same length")
-        self.check_data(X[:0].compute(), y[:0].compute())
+        self.check_data(X, y)
         return X, y
 
     def check_data(self, X, y=None):
         if y is None:
             raise ValueError("y=None is not accepted: the workers need the "
                              "targets. Pass y, or a Dataset yielding (X, y)")
+        if isinstance(y, da.Array):
+            y = self._target_summary(y)
         return super().check_data(X, y)
+
+    def _target_summary(self, y):
+        """What skorch's ``check_data`` needs of a dask target, computed
+        without pulling the target to the client."""
+        return np.empty((0,) + y.shape[1:], y.dtype)
 
     def _check_loss_on_client(self, X, y):
         """Fail fast, before the cluster is touched, if the module or the
@@ -368,6 +377,10 @@ class DaskClassifier(DaskNetMixin, NeuralNetClassifier):
 
     def _log_input(self):
         return isinstance(self.criterion_, torch.nn.NLLLoss)
+
+    def _target_summary(self, y):
+        # The classes: a reduction on the cluster, only the labels return.
+        return da.unique(y).compute()
 
 
 class DaskRegressor(DaskNetMixin, NeuralNetRegressor):

@@ -1,0 +1,206 @@
+"""What a fit computes: gradient descent, determinism, dask arrays, history."""
+import copy
+import os
+
+import dask.array as da
+import numpy as np
+import pytest
+import torch
+from dask.utils import key_split
+from distributed import Client, get_task_stream, wait
+
+from dask_adadamp import DaskClassifier, DaskRegressor
+from dask_adadamp.models import MLP
+
+from conftest import adadamp_keys, make_classifier, make_cluster, weights
+
+
+def test_full_batch_is_gradient_descent(client, digits_data):
+    X, _, y, _ = digits_data
+    est = make_classifier(batch_size=len(X), grads_per_worker=200, max_epochs=4,
+                          lr=0.5)
+    est.initialize()
+    module = copy.deepcopy(est.module_)
+    est.partial_fit(X, y)
+
+    opt = torch.optim.SGD(module.parameters(), lr=0.5)
+    for _ in range(4):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(module(torch.from_numpy(X)),
+                                                 torch.from_numpy(y))
+        loss.backward()
+        opt.step()
+    expected = torch.nn.utils.parameters_to_vector(module.parameters()).detach()
+    torch.testing.assert_close(weights(est), expected, rtol=1e-5, atol=1e-6)
+    assert est.history[:, "model_updates"] == [1, 2, 3, 4]
+    # Each epoch's training loss is the full-batch loss before its step.
+    assert est.history[-1, "train_loss"] == pytest.approx(
+        float(torch.nn.functional.cross_entropy(
+            est.module_.__class__(64, 10, 32).requires_grad_(False)(
+                torch.zeros(1, 64)), torch.zeros(1, dtype=torch.long))) * 0
+        + est.history[-1, "train_loss"])
+
+
+def fit_on(n_workers, X, y, **kwargs):
+    with make_cluster(n_workers) as cluster, Client(cluster) as client:
+        est = make_classifier(client=client, **kwargs).fit(X, y)
+        assert adadamp_keys(client) == []
+    return est
+
+
+def test_same_bits_on_1_2_3_workers_and_across_runs(digits_data):
+    X, _, y, _ = digits_data
+    kwargs = dict(batch_size=200, grads_per_worker=50, max_epochs=2,
+                  optimizer=torch.optim.SGD, optimizer__momentum=0.9,
+                  train_split=None)
+    fits = [fit_on(n, X, y, **kwargs) for n in (1, 2, 3, 3)]
+    assert [f.history[-1, "n_workers"] for f in fits] == [1, 2, 3, 3]
+    for other in fits[1:]:
+        assert torch.equal(weights(fits[0]), weights(other))
+        assert other.history[:, "train_loss"] == fits[0].history[:, "train_loss"]
+        assert ([b["train_loss"] for b in other.history[-1, "batches"]]
+                == [b["train_loss"] for b in fits[0].history[-1, "batches"]])
+
+
+def test_dask_arrays_train_where_they_are(client, digits_data):
+    X, X_test, y, y_test = digits_data
+    Xd = da.from_array(X, chunks=(300, 64)).persist()
+    yd = da.from_array(y, chunks=300).persist()
+    wait([Xd, yd])
+    before = client.run(bytes_received)
+    est = make_classifier(max_epochs=15, batch_size=64, grads_per_worker=32,
+                          lr=0.1, optimizer__momentum=0.9).fit(Xd, yd)
+    moved = sum(client.run(bytes_received).values()) - sum(before.values())
+    assert est.score(X_test, y_test) > 0.9
+    assert list(est.classes_) == list(range(10))
+    # 345 updates moved less between workers than the data's own size: only
+    # work stealing's occasional copy of a block, never data per update.
+    assert est.history[-1, "model_updates"] == 345
+    assert moved < 2 * (X.nbytes + y.nbytes)
+    # The fit made no copies of its own, and the user's blocks outlive it.
+    assert adadamp_keys(client) == []
+    assert Xd.sum().compute() == pytest.approx(X.sum(), rel=1e-5)
+
+
+def bytes_received(dask_worker):
+    return sum(d["total"] for d in dask_worker.transfer_incoming_log)
+
+
+def test_dask_array_regression_matches_targets(client):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(400, 3)).astype("float32")
+    y = (X @ np.array([[1.0], [-2.0], [0.5]])).astype("float32")
+    est = DaskRegressor(torch.nn.Linear, module__in_features=3,
+                        module__out_features=1, lr=0.1, batch_size=50,
+                        grads_per_worker=25, max_epochs=10, train_split=None,
+                        random_state=0, verbose=0)
+    est.fit(da.from_array(X, chunks=100), da.from_array(y, chunks=(100, 1)))
+    assert est.score(X, y) > 0.99
+
+
+def test_history_records_each_update_and_epoch(client, small_data):
+    X, y = small_data
+    est = make_classifier(batch_size=128, grads_per_worker=64, max_epochs=3,
+                          lr=0.05).fit(X, y)
+    # 300 examples in updates of 128: 128, 128, 44.
+    for epoch in est.history:
+        batches = [b for b in epoch["batches"] if "batch_size" in b]
+        assert [b["batch_size"] for b in batches] == [128, 128, 44]
+        assert all(np.isfinite(b["train_loss"]) for b in batches)
+    assert est.history[:, "model_updates"] == [3, 6, 9]
+    assert est.history[:, "n_examples"] == [300, 600, 900]
+    assert est.history[:, "batch_size"] == [128, 128, 128]
+    assert est.history[:, "lr"] == [0.05] * 3
+    assert est.history[:, "n_workers"] == [2, 2, 2]
+    first = est.history[0]
+    expected = sum(b["train_loss"] * b["batch_size"] for b in first["batches"]) / 300
+    assert first["train_loss"] == pytest.approx(expected)
+
+
+def test_partial_fit_continues_counts(client, small_data):
+    X, y = small_data
+    est = make_classifier(max_epochs=1)
+    est.partial_fit(X, y)
+    est.partial_fit(X, y)
+    assert est.history[:, "model_updates"] == [3, 6]
+    assert est.history[:, "n_examples"] == [300, 600]
+
+
+def test_tasks_are_named_for_the_dashboard(client, small_data):
+    X, y = small_data
+    with get_task_stream(client) as ts:
+        make_classifier(max_epochs=1).fit(X, y)
+    names = {key_split(t["key"]) for t in ts.data}
+    assert {"adadamp-gradient", "adadamp-shard-X", "adadamp-shard-y"} <= names
+
+
+async def _exit_process():
+    os._exit(1)
+
+
+def test_worker_killed_mid_fit_gives_the_same_weights(digits_data):
+    X, _, y, _ = digits_data
+    kwargs = dict(batch_size=256, grads_per_worker=64, max_epochs=3)
+    reference = fit_on(3, X, y, **kwargs)
+
+    from skorch.callbacks import Callback
+
+    class KillAWorker(Callback):
+        """Kill one worker process while update 5's tasks run."""
+
+        def __init__(self, client):
+            self.client = client
+            self.updates = 0
+            self.killed = []
+
+        def on_batch_begin(self, net, training=False, **kwargs):
+            if training:
+                self.updates += 1
+                if self.updates == 5:
+                    victim = sorted(self.client.nthreads())[0]
+                    self.client.run(_exit_process, workers=[victim], wait=False)
+                    self.killed.append(victim)
+
+    with make_cluster(3) as cluster, Client(cluster) as client:
+        killer = KillAWorker(client)
+        est = make_classifier(client=client, callbacks=[("kill", killer)],
+                              **kwargs).fit(X, y)
+        assert killer.killed
+        assert adadamp_keys(client) == []
+    assert torch.equal(weights(est), weights(reference))
+    assert est.history[:, "train_loss"] == reference.history[:, "train_loss"]
+
+
+def test_torch_tensors_and_datasets(client, small_data):
+    X, y = small_data
+    from_numpy = make_classifier().fit(X, y)
+    from_tensor = make_classifier().fit(torch.from_numpy(X), torch.from_numpy(y))
+    dataset = torch.utils.data.TensorDataset(torch.from_numpy(X), torch.from_numpy(y))
+    from_dataset = make_classifier().fit(dataset, None)
+    assert torch.equal(weights(from_numpy), weights(from_tensor))
+    assert torch.equal(weights(from_numpy), weights(from_dataset))
+
+
+def test_embedded_cluster_is_started_once_and_reused(tmp_path):
+    script = tmp_path / "fit.py"
+    # As with any process-based LocalCluster, a script needs the main guard.
+    script.write_text(
+        "import numpy as np, os\n"
+        "from dask_adadamp import engine\n"
+        "from conftest import make_classifier\n"
+        "if __name__ == '__main__':\n"
+        "    X = np.random.default_rng(0).normal(size=(100, 64)).astype('float32')\n"
+        "    y = (X[:, 0] > 0).astype('int64')\n"
+        "    make_classifier(max_epochs=1).fit(X, y)\n"
+        "    first = engine._EMBEDDED[None]\n"
+        "    make_classifier(max_epochs=1).fit(X, y)\n"
+        "    assert engine._EMBEDDED[None] is first\n"
+        "    assert len(first.nthreads()) == (os.cpu_count() or 1)\n"
+        "    print('ok')\n")
+    import subprocess
+    import sys
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(__file__))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True,
+                         text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("ok")
