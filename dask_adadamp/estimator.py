@@ -20,6 +20,7 @@ One fit, seen from the client::
       release the shards
 """
 import numbers
+import warnings
 
 import dask.array as da
 import numpy as np
@@ -179,6 +180,7 @@ class DaskNetMixin:
         to the batch's mean gradient; skorch's ``train_step`` then calls
         ``optimizer.step()``.
         """
+        # 1-based; skorch has already opened this update's batch record.
         update_number = self._total("model_updates") + len(
             self.history[-1, "batches"])
         params = list(self.module_.parameters())
@@ -189,7 +191,7 @@ class DaskNetMixin:
         if not (np.isfinite(loss) and np.isfinite(grad).all()):
             raise FloatingPointError(
                 f"the training loss became {loss} at model update "
-                f"{update_number + 1} (epoch {len(self.history)}); the "
+                f"{update_number} (epoch {len(self.history)}); the "
                 "estimator keeps the weights from before that update. "
                 "A smaller lr or a different batch size may help.")
         offset = 0
@@ -231,6 +233,8 @@ class DaskNetMixin:
                     "data with est.score(X_test, y_test)")
             X, y = self._check_dask(X, y)
             return X, y, None, None
+        if y is None and not isinstance(X, torch.utils.data.Dataset):
+            self.check_data(X, y)
         X, y = _as_arrays(X, y)
         _check_arrays(X, y)
         self.check_data(X, y)
@@ -287,7 +291,12 @@ class DaskNetMixin:
                         f"not fit the module {type(self.module_).__name__}: "
                         f"{exc}") from exc
                 try:
-                    self.get_loss(y_pred, torch.as_tensor(ys))
+                    # torch only warns when a loss broadcasts mismatched
+                    # shapes (MSELoss of (n, 1) against (n,)): a silent
+                    # wrong fit, so an error here.
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("error", UserWarning)
+                        self.get_loss(y_pred, torch.as_tensor(ys))
                 except Exception as exc:
                     raise ValueError(
                         f"y of shape {tuple(y.shape)} and dtype {y.dtype} does "
@@ -300,7 +309,20 @@ class DaskNetMixin:
     def _log_input(self):
         return False
 
-    # --- pickling ---------------------------------------------------------
+    # --- cloning and pickling --------------------------------------------
+
+    def __sklearn_clone__(self):
+        # A client is a handle to a shared cluster, not a parameter value to
+        # copy: clones train on the same cluster (and deepcopy of a live
+        # client fails).
+        client = self.client
+        self.client = None
+        try:
+            cloned = super().__sklearn_clone__()
+        finally:
+            self.client = client
+        cloned.client = client
+        return cloned
 
     def __getstate__(self):
         state = super().__getstate__()

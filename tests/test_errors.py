@@ -1,0 +1,144 @@
+"""Bad input fails before the cluster is touched, with a message that names
+the value and what is accepted; a diverging fit stops with finite weights."""
+import re
+
+import dask.array as da
+import numpy as np
+import pytest
+import torch
+
+from dask_adadamp import DaskRegressor, engine
+
+from conftest import make_classifier, weights
+
+
+@pytest.fixture
+def untouched_cluster(monkeypatch):
+    """Fail the test if a fit gets as far as asking for a cluster."""
+    def touched(*args, **kwargs):
+        raise AssertionError("the fit reached the cluster")
+    monkeypatch.setattr(engine, "resolve_client", touched)
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 64)).astype("float32")
+    return X, (X[:, 0] > 0).astype("int64")
+
+
+@pytest.mark.parametrize("name, value", [
+    ("batch_size", 0), ("batch_size", -1), ("batch_size", 1.5),
+    ("batch_size", "64"), ("batch_size", True),
+    ("grads_per_worker", 0), ("grads_per_worker", -5), ("grads_per_worker", 2.0),
+])
+def test_bad_sizes(untouched_cluster, data, name, value):
+    with pytest.raises(ValueError, match=rf"{name}={value!r} .*positive integer"):
+        make_classifier(**{name: value}).fit(*data)
+
+
+@pytest.mark.parametrize("device", ["tpu", "gpu0", 3.5])
+def test_unknown_device(untouched_cluster, data, device):
+    with pytest.raises(ValueError, match=rf"device={device!r} .*'cpu', 'cuda'"):
+        make_classifier(device=device).fit(*data)
+
+
+@pytest.mark.parametrize("random_state", [-1, 1.5, "seed"])
+def test_bad_random_state(untouched_cluster, data, random_state):
+    with pytest.raises(ValueError, match=rf"random_state={random_state!r}"):
+        make_classifier(random_state=random_state).fit(*data)
+
+
+def test_mismatched_lengths(untouched_cluster, data):
+    X, y = data
+    with pytest.raises(ValueError, match="X has 50 rows but y has 49"):
+        make_classifier().fit(X, y[:-1])
+
+
+def test_mismatched_lengths_dask(untouched_cluster, data):
+    X, y = data
+    with pytest.raises(ValueError, match="X has 50 rows but y has 49"):
+        make_classifier().fit(da.from_array(X, chunks=10), da.from_array(y[:-1]))
+
+
+def test_empty_data(untouched_cluster):
+    with pytest.raises(ValueError, match=r"X of shape \(0, 64\) holds no examples"):
+        make_classifier().fit(np.zeros((0, 64), "float32"), np.zeros(0, "int64"))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_X(untouched_cluster, data, bad):
+    X, y = data
+    X = X.copy()
+    X[7, 3] = bad
+    with pytest.raises(ValueError, match=r"NaN or infinite .*index \(7, 3\)"):
+        make_classifier().fit(X, y)
+
+
+def test_non_finite_dask_X_is_refused_and_released(client, data):
+    X, y = data
+    X = X.copy()
+    X[7, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        make_classifier().fit(da.from_array(X, chunks=10), da.from_array(y, chunks=10))
+    # the client fixture checks that nothing of the fit is left
+
+
+def test_target_of_wrong_shape_for_classifier(untouched_cluster, data):
+    X, y = data
+    y2 = np.stack([y, y], axis=1).astype("float32")
+    with pytest.raises(ValueError, match=r"y of shape \(50, 2\).*CrossEntropyLoss"):
+        make_classifier().fit(X, y2)
+
+
+def test_target_of_wrong_shape_for_regressor(untouched_cluster, data):
+    X, _ = data
+    est = DaskRegressor(torch.nn.Linear, module__in_features=64,
+                        module__out_features=1, train_split=None)
+    with pytest.raises(ValueError, match=r"y of shape \(50,\) .* MSELoss for outputs of shape \(2, 1\)"):
+        est.fit(X, X[:, 0])
+
+
+def test_X_that_does_not_fit_the_module(untouched_cluster, data):
+    X, y = data
+    with pytest.raises(ValueError, match=r"X of shape \(50, 10\) .* does not fit the module MLP"):
+        make_classifier().fit(X[:, :10], y)
+
+
+def test_missing_y(untouched_cluster, data):
+    with pytest.raises(ValueError, match="y=None is not accepted"):
+        make_classifier().fit(data[0], None)
+
+
+def test_dask_arrays_need_train_split_none(untouched_cluster, data):
+    X, y = data
+    from skorch.dataset import ValidSplit
+    with pytest.raises(ValueError, match=r"train_split=.*ValidSplit.* dask arrays"):
+        make_classifier(train_split=ValidSplit(5)).fit(da.from_array(X), da.from_array(y))
+
+
+def test_bad_client(data):
+    with pytest.raises(TypeError, match=r"client=42 is not accepted; pass a distributed.Client"):
+        make_classifier(client=42).fit(*data)
+
+
+def test_diverging_fit_stops_with_the_last_finite_weights(client, data):
+    X, y = data
+    X = X * 1e3
+    est = make_classifier(lr=1e6, batch_size=10, grads_per_worker=5, max_epochs=5)
+    seen = []
+
+    from skorch.callbacks import Callback
+
+    class Remember(Callback):
+        def on_batch_begin(self, net, training=False, **kwargs):
+            if training:
+                seen.append(weights(net))
+
+    est.set_params(callbacks=[("remember", Remember())])
+    with pytest.raises(FloatingPointError, match=r"at model update (\d+)") as info:
+        est.fit(X, y)
+    update = int(re.search(r"at model update (\d+)", str(info.value)).group(1))
+    assert torch.isfinite(weights(est)).all()
+    # the weights are those the failing update started from
+    assert torch.equal(weights(est), seen[update - 1])
