@@ -381,7 +381,9 @@ class DaskClassifier(DaskNetMixin, NeuralNetClassifier):
     >>> import numpy as np, torch
     >>> from distributed import Client, LocalCluster
     >>> from dask_adadamp import DaskClassifier
-    >>> client = Client(LocalCluster(n_workers=2, threads_per_worker=1))
+    >>> cluster = LocalCluster(n_workers=2, threads_per_worker=1,
+    ...                        dashboard_address=':0')
+    >>> client = Client(cluster)
     >>> X = np.random.default_rng(0).normal(size=(200, 4)).astype("float32")
     >>> y = (X[:, 0] > 0).astype("int64")
     >>> est = DaskClassifier(torch.nn.Linear, module__in_features=4,
@@ -394,7 +396,7 @@ class DaskClassifier(DaskNetMixin, NeuralNetClassifier):
     True
     >>> est.history[-1, "model_updates"]
     20
-    >>> client.close()
+    >>> client.close(); cluster.close()
     """
 
     def _log_input(self):
@@ -415,7 +417,9 @@ class DaskRegressor(DaskNetMixin, NeuralNetRegressor):
     >>> import numpy as np, torch
     >>> from distributed import Client, LocalCluster
     >>> from dask_adadamp import DaskRegressor
-    >>> client = Client(LocalCluster(n_workers=2, threads_per_worker=1))
+    >>> cluster = LocalCluster(n_workers=2, threads_per_worker=1,
+    ...                        dashboard_address=':0')
+    >>> client = Client(cluster)
     >>> X = np.random.default_rng(0).normal(size=(200, 3)).astype("float32")
     >>> y = (X @ np.array([[1.0], [-2.0], [0.5]])).astype("float32")
     >>> est = DaskRegressor(torch.nn.Linear, module__in_features=3,
@@ -424,5 +428,5 @@ class DaskRegressor(DaskNetMixin, NeuralNetRegressor):
     ...                     verbose=0).fit(X, y)
     >>> est.score(X, y) > 0.99
     True
-    >>> client.close()
+    >>> client.close(); cluster.close()
     """
