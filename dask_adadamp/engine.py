@@ -20,6 +20,7 @@ import warnings
 
 import dask.array as da
 import numpy as np
+import torch
 from dask.core import flatten
 from distributed import Client, LocalCluster, futures_of, wait
 
@@ -83,6 +84,19 @@ def _close_embedded():
         if cluster is not None:
             cluster.close()
     _EMBEDDED.clear()
+
+
+def check_device(client, device):
+    """Raise ValueError unless every worker can compute on ``device``."""
+    if torch.device(device).type == "cpu":
+        return
+    found = client.run(worker.has_device, str(device))
+    missing = sorted(addr for addr, ok in found.items() if not ok)
+    if missing or not found:
+        raise ValueError(
+            f"device={device!r} is not available on the workers "
+            f"{missing or '(there are none)'}; use device='cpu', or workers "
+            "with that device (e.g. dask_cuda.LocalCUDACluster for 'cuda')")
 
 
 def default_shard_rows(n_rows, grads_per_worker, max_shards=64):

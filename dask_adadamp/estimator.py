@@ -20,6 +20,7 @@ One fit, seen from the client::
       release the shards
 """
 import numbers
+from contextlib import contextmanager
 import warnings
 
 import dask.array as da
@@ -71,7 +72,34 @@ class DaskNetMixin:
     def initialize(self):
         self._check_params()
         self.seed_ = self._base_seed()
-        return super().initialize()
+        with self._on_client_device():
+            return super().initialize()
+
+    # ``device`` names where the workers compute. The client keeps its copy
+    # of the module there too when it has such a device, else on the CPU, so
+    # a laptop can drive GPU workers. skorch reads ``self.device`` in these
+    # methods; they see the client's device.
+
+    @contextmanager
+    def _on_client_device(self):
+        device = self.device
+        self.device = _local_device(device)
+        try:
+            yield
+        finally:
+            self.device = device
+
+    def infer(self, x, **fit_params):
+        with self._on_client_device():
+            return super().infer(x, **fit_params)
+
+    def get_loss(self, y_pred, y_true, *args, **kwargs):
+        with self._on_client_device():
+            return super().get_loss(y_pred, y_true, *args, **kwargs)
+
+    def load_params(self, *args, **kwargs):
+        with self._on_client_device():
+            return super().load_params(*args, **kwargs)
 
     def initialize_module(self):
         # Seed initialization without touching the caller's global RNG.
@@ -130,6 +158,7 @@ class DaskNetMixin:
         self._check_loss_on_client(X_train, y_train)
 
         client = engine.resolve_client(self.client)
+        engine.check_device(client, self.device or "cpu")
         spec = ModelSpec(engine.new_token(), self.module_, self.criterion_,
                          self.device or "cpu", log_input=self._log_input())
         shard_rows = engine.default_shard_rows(len(X_train), self.grads_per_worker)
@@ -331,6 +360,20 @@ class DaskNetMixin:
         if not (state.get("client") is None or isinstance(state["client"], str)):
             state["client"] = None
         return state
+
+
+def _local_device(device):
+    """``device`` if this process has it, else ``"cpu"``.
+
+    >>> _local_device("cpu"), _local_device(None)
+    ('cpu', None)
+    """
+    if device is None:
+        return None
+    kind = torch.device(device).type
+    available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": torch.backends.mps.is_available()}
+    return device if available.get(kind, False) else "cpu"
 
 
 def _as_arrays(X, y):

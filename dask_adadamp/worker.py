@@ -172,3 +172,12 @@ def chunk_gradient(spec, weights, X, y, rows, seed):
         return (grad.detach().cpu().numpy(), float(loss.detach()),
                 int(len(rows)))
 
+
+
+def has_device(device):
+    """Whether this worker process can compute on ``device``."""
+    try:
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError):
+        return False
+    return True

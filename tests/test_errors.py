@@ -142,3 +142,12 @@ def test_diverging_fit_stops_with_the_last_finite_weights(client, data):
     assert torch.isfinite(weights(est)).all()
     # the weights are those the failing update started from
     assert torch.equal(weights(est), seen[update - 1])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_on_cpu_workers_is_refused_before_placing_data(client, data):
+    est = make_classifier(device="cuda")
+    est.initialize()  # the client falls back to its CPU
+    assert est.device == "cuda" and weights(est).device.type == "cpu"
+    with pytest.raises(ValueError, match=r"device='cuda' is not available on the workers"):
+        est.fit(*data)
