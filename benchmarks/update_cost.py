@@ -19,7 +19,8 @@ from skorch.callbacks import Callback
 from dask_adadamp import DaskClassifier
 from dask_adadamp.models import MLP
 
-N_FEATURES, HIDDEN, N_CLASSES = 784, (256, 256), 10  # about 270k parameters
+N_CLASSES = 10
+N_FEATURES, HIDDEN = 784, (256, 256)  # about 270k parameters; see --demo-model
 
 
 class UpdateClock(Callback):
@@ -79,7 +80,12 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch", type=int, nargs="+", default=[512, 4096])
     parser.add_argument("--updates", type=int, default=40)
+    parser.add_argument("--demo-model", action="store_true",
+                        help="the demo's MLP (64 features, 128 hidden) instead")
     args = parser.parse_args(argv)
+    if args.demo_model:
+        global N_FEATURES, HIDDEN
+        N_FEATURES, HIDDEN = 64, 128
     n_params = sum(p.numel() for p in MLP(N_FEATURES, N_CLASSES, HIDDEN).parameters())
     print(f"MLP with {n_params} parameters, {args.workers} workers x 1 thread\n")
     print("| batch | plain torch (ms) | dask-adadamp (ms) | ratio |")
