@@ -214,8 +214,9 @@ class FitSession:
         weights : numpy.ndarray
             Flat float32 weights.
         update : sampling.Update
-        seed : int
-            Seeds the update's tasks (each chunk gets its own stream).
+        seed : int or sequence of int
+            Seeds the update's tasks (each chunk gets its own stream), so
+            that a task computes the same wherever and whenever it runs.
 
         Returns
         -------
@@ -223,8 +224,7 @@ class FitSession:
         """
         self._calls += 1
         name = f"adadamp-gradient-{self.token}"
-        seeds = np.random.SeedSequence([seed, self._calls]).generate_state(
-            len(update.chunks))
+        seeds = np.random.SeedSequence(seed).generate_state(len(update.chunks))
         # The weights go inside each task rather than in a key of their own:
         # then a chunk's only dependency is its shard, so the scheduler runs
         # it where the shard lives (a weights key on another worker would pull

@@ -215,7 +215,7 @@ class DaskNetMixin:
         params = list(self.module_.parameters())
         weights = parameters_to_vector(params).detach().cpu().numpy()
         grad, loss_sum, count = self._session.gradient(
-            weights, batch, seed=self.seed_ + 7919 * update_number)
+            weights, batch, seed=(self.seed_, update_number))
         loss = loss_sum / count
         if not (np.isfinite(loss) and np.isfinite(grad).all()):
             raise FloatingPointError(

@@ -15,6 +15,8 @@ class MLP(torch.nn.Module):
     n_features, n_classes : int
     hidden : int or sequence of int
         Width of each hidden layer.
+    dropout : float
+        Dropout probability after each hidden layer.
 
     Examples
     --------
@@ -23,12 +25,14 @@ class MLP(torch.nn.Module):
     torch.Size([5, 10])
     """
 
-    def __init__(self, n_features=64, n_classes=10, hidden=128):
+    def __init__(self, n_features=64, n_classes=10, hidden=128, dropout=0.0):
         super().__init__()
         widths = [hidden] if isinstance(hidden, int) else list(hidden)
         layers, last = [], n_features
         for width in widths:
             layers += [torch.nn.Linear(last, width), torch.nn.ReLU()]
+            if dropout:
+                layers.append(torch.nn.Dropout(dropout))
             last = width
         layers.append(torch.nn.Linear(last, n_classes))
         self.layers = torch.nn.Sequential(*layers)

@@ -90,11 +90,11 @@ def test_save_and_load_params(client, small_data, tmp_path):
 
 def test_warm_start_and_partial_fit_continue(client, small_data):
     X, y = small_data
-    est = make_classifier(warm_start=True, max_epochs=1)
+    est = make_classifier(warm_start=True, max_epochs=1, module__dropout=0.3)
     est.fit(X, y)
     est.fit(X, y)
     assert est.history[:, "model_updates"] == [3, 6]
-    once = make_classifier(max_epochs=2).fit(X, y)
+    once = make_classifier(max_epochs=2, module__dropout=0.3).fit(X, y)
     # Two one-epoch fits are one two-epoch fit, update for update.
     assert torch.equal(weights(est), weights(once))
     est.set_params(warm_start=False)

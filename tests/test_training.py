@@ -48,9 +48,10 @@ def fit_on(n_workers, X, y, **kwargs):
 
 def test_same_bits_on_1_2_3_workers_and_across_runs(digits_data):
     X, _, y, _ = digits_data
+    # Dropout too: each task draws the same masks wherever it runs.
     kwargs = dict(batch_size=200, grads_per_worker=50, max_epochs=2,
                   optimizer=torch.optim.SGD, optimizer__momentum=0.9,
-                  train_split=None)
+                  module__dropout=0.2, train_split=None)
     fits = [fit_on(n, X, y, **kwargs) for n in (1, 2, 3, 3)]
     assert [f.history[-1, "n_workers"] for f in fits] == [1, 2, 3, 3]
     for other in fits[1:]:
