@@ -150,7 +150,7 @@ class FitSession:
     ...     update = EpochSampler(fit.shard_ids, 4,
     ...                           np.random.default_rng(0)).take(8)
     ...     w = parameters_to_vector(module.parameters()).detach().numpy()
-    ...     grad, loss, count = fit.gradient(w, update, seed=0)
+    ...     grad, loss, count, _ = fit.gradient(w, {}, update, seed=0)
     >>> count
     8
     >>> client.close(); cluster.close()
@@ -206,13 +206,15 @@ class FitSession:
             raise ValueError("X contains NaN or infinite values; "
                              "only finite numbers are accepted")
 
-    def gradient(self, weights, update, seed):
+    def gradient(self, weights, buffers, update, seed):
         """Sum of gradients, sum of losses and count for one update.
 
         Parameters
         ----------
         weights : numpy.ndarray
             Flat float32 weights.
+        buffers : dict of str to numpy.ndarray
+            The module's buffers, or ``{}``.
         update : sampling.Update
         seed : int or sequence of int
             Seeds the update's tasks (each chunk gets its own stream), so
@@ -220,7 +222,12 @@ class FitSession:
 
         Returns
         -------
-        (numpy.ndarray, float, int)
+        grad_sum : numpy.ndarray
+        loss_sum : float
+        count : int
+        buffers : dict
+            The buffers as the first chunk's forward pass left them (as
+            DistributedDataParallel takes rank 0's), or ``{}``.
         """
         self._calls += 1
         name = f"adadamp-gradient-{self.token}"
@@ -231,8 +238,9 @@ class FitSession:
         # the shard over). Measured the same cost either way at 2 tasks.
         futures = [
             self.client.submit(
-                worker.chunk_gradient, self.spec, weights,
+                worker.chunk_gradient, self.spec, weights, buffers,
                 *self._shards[chunk.shard], chunk.rows, int(s),
+                return_buffers=(j == 0 and bool(buffers)),
                 key=(name, self._calls, j))
             for j, (chunk, s) in enumerate(zip(update.chunks, seeds))]
         try:
@@ -243,11 +251,11 @@ class FitSession:
         # Added in chunk order, never in order of arrival: the sum's bits
         # do not depend on which worker finished first.
         grad = results[0][0].copy()
-        for g, _, _ in results[1:]:
-            grad += g
+        for r in results[1:]:
+            grad += r[0]
         loss = math.fsum(r[1] for r in results)
         count = sum(r[2] for r in results)
-        return grad, loss, count
+        return grad, loss, count, (results[0][3] if buffers else {})
 
     @property
     def n_workers(self):

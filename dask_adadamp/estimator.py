@@ -214,8 +214,10 @@ class DaskNetMixin:
             self.history[-1, "batches"])
         params = list(self.module_.parameters())
         weights = parameters_to_vector(params).detach().cpu().numpy()
-        grad, loss_sum, count = self._session.gradient(
-            weights, batch, seed=(self.seed_, update_number))
+        buffers = {name: b.detach().cpu().numpy()
+                   for name, b in self.module_.named_buffers()}
+        grad, loss_sum, count, buffers = self._session.gradient(
+            weights, buffers, batch, seed=(self.seed_, update_number))
         loss = loss_sum / count
         if not (np.isfinite(loss) and np.isfinite(grad).all()):
             raise FloatingPointError(
@@ -223,6 +225,9 @@ class DaskNetMixin:
                 f"{update_number} (epoch {len(self.history)}); the "
                 "estimator keeps the weights from before that update. "
                 "A smaller lr or a different batch size may help.")
+        with torch.no_grad():
+            for name, value in buffers.items():
+                self.module_.get_buffer(name).copy_(torch.from_numpy(value))
         offset = 0
         for p in params:
             n = p.numel()

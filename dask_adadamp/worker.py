@@ -107,7 +107,8 @@ def forget(token):
         _MODELS.pop(token, None)
 
 
-def chunk_gradient(spec, weights, X, y, rows, seed):
+def chunk_gradient(spec, weights, buffers, X, y, rows, seed,
+                   return_buffers=False):
     """Sum of per-example gradients and losses over ``rows`` of one shard.
 
     Parameters
@@ -116,6 +117,8 @@ def chunk_gradient(spec, weights, X, y, rows, seed):
     weights : numpy.ndarray
         Flat float32 buffer of all parameters, in ``module.parameters()``
         order.
+    buffers : dict of str to numpy.ndarray
+        The module's buffers (batch-norm running statistics), or ``{}``.
     X, y : numpy.ndarray
         One shard of the training data.
     rows : numpy.ndarray of int
@@ -123,6 +126,8 @@ def chunk_gradient(spec, weights, X, y, rows, seed):
     seed : int
         Seeds randomness in the forward pass (dropout), so a re-run
         task gives the same result.
+    return_buffers : bool
+        Also return the buffers as the forward pass left them.
 
     Returns
     -------
@@ -132,6 +137,8 @@ def chunk_gradient(spec, weights, X, y, rows, seed):
         Sum of the per-example losses.
     count : int
         ``len(rows)``.
+    buffers : dict of str to numpy.ndarray
+        Only with ``return_buffers``.
 
     Examples
     --------
@@ -141,7 +148,7 @@ def chunk_gradient(spec, weights, X, y, rows, seed):
     >>> spec = ModelSpec("doc", module, torch.nn.MSELoss(), "cpu")
     >>> w = parameters_to_vector(module.parameters()).detach().numpy()
     >>> X = np.ones((4, 2), dtype="float32"); y = np.zeros((4, 1), "float32")
-    >>> g, loss, n = chunk_gradient(spec, w, X, y, np.arange(4), seed=0)
+    >>> g, loss, n = chunk_gradient(spec, w, {}, X, y, np.arange(4), seed=0)
     >>> g.shape, n
     ((3,), 4)
     """
@@ -151,6 +158,8 @@ def chunk_gradient(spec, weights, X, y, rows, seed):
         params = [p for p in module.parameters()]
         with torch.no_grad():
             vector_to_parameters(torch.from_numpy(weights).to(device), params)
+            for name, value in buffers.items():
+                module.get_buffer(name).copy_(torch.from_numpy(value))
         xb = torch.as_tensor(X[rows], device=device)
         yb = torch.as_tensor(y[rows], device=device)
         module.train()
@@ -169,9 +178,12 @@ def chunk_gradient(spec, weights, X, y, rows, seed):
         grad = parameters_to_vector(
             [p.grad if p.grad is not None else torch.zeros_like(p)
              for p in params])
-        return (grad.detach().cpu().numpy(), float(loss.detach()),
-                int(len(rows)))
-
+        result = (grad.detach().cpu().numpy(), float(loss.detach()),
+                  int(len(rows)))
+        if return_buffers:
+            result += ({name: b.detach().cpu().numpy().copy()
+                        for name, b in module.named_buffers()},)
+        return result
 
 
 def has_device(device):

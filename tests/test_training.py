@@ -203,3 +203,47 @@ def test_embedded_cluster_is_started_once_and_reused(tmp_path):
                          text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("ok")
+
+
+class BatchNormNet(torch.nn.Module):
+    def __init__(self, **ignored):
+        super().__init__()
+        self.layers = torch.nn.Sequential(
+            torch.nn.Linear(64, 32), torch.nn.BatchNorm1d(32), torch.nn.ReLU(),
+            torch.nn.Linear(32, 10))
+
+    def forward(self, X):
+        return self.layers(X)
+
+
+def test_batch_norm_statistics_follow_training(client, digits_data):
+    X, _, y, _ = digits_data
+    # One chunk per update: the batch statistics are the full batch's, so
+    # plain full-batch gradient descent is the exact reference.
+    est = make_classifier(module=BatchNormNet, batch_size=len(X),
+                          grads_per_worker=len(X), max_epochs=3, lr=0.5)
+    est.initialize()
+    module = copy.deepcopy(est.module_)
+    est.partial_fit(X, y)
+
+    opt = torch.optim.SGD(module.parameters(), lr=0.5)
+    for _ in range(3):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(module(torch.from_numpy(X)),
+                                          torch.from_numpy(y)).backward()
+        opt.step()
+    torch.testing.assert_close(weights(est), weights_of(module), rtol=1e-5, atol=1e-6)
+    bn, bn_ref = est.module_.layers[1], module.layers[1]
+    torch.testing.assert_close(bn.running_mean, bn_ref.running_mean)
+    torch.testing.assert_close(bn.running_var, bn_ref.running_var)
+    assert int(bn.num_batches_tracked) == 3
+    # predictions use those statistics (eval mode), as in plain torch
+    module.eval()
+    np.testing.assert_allclose(
+        est.predict_proba(X[:20]),
+        torch.softmax(module(torch.from_numpy(X[:20])), 1).detach().numpy(),
+        rtol=1e-4, atol=1e-5)
+
+
+def weights_of(module):
+    return torch.nn.utils.parameters_to_vector(module.parameters()).detach()
