@@ -15,10 +15,11 @@ setup(
         "scikit-learn>=1.3",
         "dask[array]>=2024.1",
         "distributed>=2024.1",
+        "dask-ml>=2024.4",
         "cloudpickle>=2.0",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2", "dask-ml>=2024.4"],
+        "test": ["pytest>=7", "pytest-timeout>=2"],
         "demo": ["mnist1d>=0.0.2"],
     },
     entry_points={"console_scripts": ["dask-adadamp=dask_adadamp.__main__:main"]},

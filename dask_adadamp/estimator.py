@@ -343,6 +343,17 @@ class DaskNetMixin:
     def _log_input(self):
         return False
 
+    # --- prediction ---------------------------------------------------------
+
+    def predict_proba(self, X):
+        """skorch's ``predict_proba``; for a dask array, a dask array
+        computed block by block on the workers (dask-ml's
+        ``ParallelPostFit``). ``predict`` and ``score`` follow."""
+        if isinstance(X, da.Array):
+            from dask_ml.wrappers import ParallelPostFit
+            return ParallelPostFit(estimator=self).predict_proba(X)
+        return super().predict_proba(X)
+
     # --- cloning and pickling --------------------------------------------
 
     def __sklearn_clone__(self):

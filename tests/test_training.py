@@ -72,6 +72,12 @@ def test_dask_arrays_train_where_they_are(client, digits_data):
     moved = sum(client.run(bytes_received).values()) - sum(before.values())
     assert est.score(X_test, y_test) > 0.9
     assert list(est.classes_) == list(range(10))
+    # Prediction on a dask array stays a dask array, computed on the workers.
+    X_test_d = da.from_array(X_test, chunks=100)
+    proba = est.predict_proba(X_test_d)
+    assert isinstance(proba, da.Array)
+    np.testing.assert_allclose(proba.compute(), est.predict_proba(X_test), rtol=1e-6)
+    np.testing.assert_array_equal(est.predict(X_test_d).compute(), est.predict(X_test))
     # 345 updates moved less between workers than the data's own size: only
     # work stealing's occasional copy of a block, never data per update.
     assert est.history[-1, "model_updates"] == 345
