@@ -236,13 +236,16 @@ class FitSession:
         # then a chunk's only dependency is its shard, so the scheduler runs
         # it where the shard lives (a weights key on another worker would pull
         # the shard over). Measured the same cost either way at 2 tasks.
-        futures = [
-            self.client.submit(
-                worker.chunk_gradient, self.spec, weights, buffers,
-                *self._shards[chunk.shard], chunk.rows, int(s),
-                return_buffers=(j == 0 and bool(buffers)),
-                key=(name, self._calls, j))
-            for j, (chunk, s) in enumerate(zip(update.chunks, seeds))]
+        with warnings.catch_warnings():
+            # Large models make large tasks: by design, not by accident.
+            warnings.filterwarnings("ignore", "Sending large graph")
+            futures = [
+                self.client.submit(
+                    worker.chunk_gradient, self.spec, weights, buffers,
+                    *self._shards[chunk.shard], chunk.rows, int(s),
+                    return_buffers=(j == 0 and bool(buffers)),
+                    key=(name, self._calls, j))
+                for j, (chunk, s) in enumerate(zip(update.chunks, seeds))]
         try:
             results = self.client.gather(futures)
         except BaseException:

@@ -1,0 +1,90 @@
+"""What the benchmarks share: models, data, clocks, the machine's description."""
+import datetime
+import os
+import platform
+import time
+
+import numpy as np
+import torch
+from skorch.callbacks import Callback
+
+from dask_adadamp.models import MLP
+
+N_CLASSES = 10
+# name -> (n_features, hidden widths)
+MODELS = {
+    "mlp-270k": (784, (256, 256)),
+    "mlp-3.7M": (784, (2048, 1024)),
+}
+
+
+def model_kwargs(name):
+    n_features, hidden = MODELS[name]
+    return dict(module=MLP, module__n_features=n_features,
+                module__n_classes=N_CLASSES, module__hidden=hidden)
+
+
+def n_params(name):
+    n_features, hidden = MODELS[name]
+    return sum(p.numel() for p in MLP(n_features, N_CLASSES, hidden).parameters())
+
+
+def random_data(n, n_features, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, n_features)).astype("float32")
+    y = rng.integers(0, N_CLASSES, size=n).astype("int64")
+    return X, y
+
+
+class UpdateClock(Callback):
+    """Wall-clock time between the starts of consecutive model updates."""
+
+    def initialize(self):
+        self.starts = []
+        return self
+
+    def on_batch_begin(self, net, training=False, **kwargs):
+        if training:
+            self.starts.append(time.perf_counter())
+
+    def seconds(self, skip=2):
+        """Update durations, without the first ``skip`` (warm-up)."""
+        return np.diff(self.starts)[skip:]
+
+
+def machine():
+    """Where and with what the numbers were measured."""
+    import dask
+    import distributed
+    import skorch
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+                   f"{_memory_gib():.0f} GiB, {_cpu_name()}",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "dask": dask.__version__,
+        "distributed": distributed.__version__,
+        "skorch": skorch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def _memory_gib():
+    import psutil
+    return psutil.virtual_memory().total / 2**30
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def median_ms(seconds):
+    return float(1e3 * np.median(seconds))
