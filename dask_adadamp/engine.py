@@ -162,6 +162,7 @@ class FitSession:
         self.token = spec.token
         self._calls = 0
         self._shards = []
+        self.X = None
         try:
             self._place(X, y, shard_rows, seed)
         except BaseException:
@@ -170,39 +171,58 @@ class FitSession:
 
     def _place(self, X, y, shard_rows, seed):
         if isinstance(X, da.Array):
-            X = X.rechunk({axis: -1 for axis in range(1, X.ndim)})
-            if any(math.isnan(c) for c in X.chunks[0]):
-                X = X.compute_chunk_sizes()
-            y = da.asarray(y).rechunk(
-                (X.chunks[0],) + tuple((s,) for s in y.shape[1:]))
-            bounds = np.cumsum((0,) + X.chunks[0])
-            self.shard_ids = [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:])
-                              if b > a]
+            self._place_dask(X, y)
         else:
-            order = np.random.default_rng([seed, 1]).permutation(len(X))
-            chunks = (shard_rows,) + X.shape[1:]
-            X = da.from_array(X[order], chunks=chunks,
-                              name=f"adadamp-shard-X-{self.token}")
-            y = da.from_array(y[order], chunks=(shard_rows,) + y.shape[1:],
-                              name=f"adadamp-shard-y-{self.token}")
-            self.shard_ids = [order[i:i + shard_rows]
-                              for i in range(0, len(order), shard_rows)]
+            self._place_numpy(X, y, shard_rows, seed)
+
+    def _place_numpy(self, X, y, shard_rows, seed):
+        """Deal shuffled rows into shards, shard ``i`` onto worker ``i mod P``.
+
+        The sampler takes consecutive shards for consecutive chunks, so
+        this placement spreads every update over all workers. Each shard is
+        a task holding its rows: if its worker dies, the scheduler re-creates
+        it elsewhere (the restriction is loose).
+        """
+        order = np.random.default_rng([seed, 1]).permutation(len(X))
+        self.shard_ids = [order[i:i + shard_rows]
+                          for i in range(0, len(order), shard_rows)]
+        workers = sorted(self.client.nthreads())
         with warnings.catch_warnings():
-            # Numpy data travels in the graph on purpose: the scheduler then
-            # holds what it needs to re-create a shard whose worker died.
+            # Data in the graph is the point: it lets the scheduler re-create
+            # a shard whose worker died.
             warnings.filterwarnings("ignore", "Sending large graph")
-            X, y = self.client.persist([X, y])
+            for i, rows in enumerate(self.shard_ids):
+                where = dict(workers=[workers[i % len(workers)]] if workers else None,
+                             allow_other_workers=True)
+                self._shards.append(tuple(
+                    self.client.submit(worker.identity, data[rows],
+                                       key=(f"adadamp-shard-{name}-{self.token}", i),
+                                       **where)
+                    for name, data in (("X", X), ("y", y))))
+        self._futures = [f for shard in self._shards for f in shard]
+
+    def _place_dask(self, X, y):
+        """Persist the arrays' row blocks where they are; each is a shard."""
+        X = X.rechunk({axis: -1 for axis in range(1, X.ndim)})
+        if any(math.isnan(c) for c in X.chunks[0]):
+            X = X.compute_chunk_sizes()
+        y = da.asarray(y).rechunk(
+            (X.chunks[0],) + tuple((s,) for s in y.shape[1:]))
+        bounds = np.cumsum((0,) + X.chunks[0])
+        self.shard_ids = [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:])
+                          if b > a]
+        X, y = self.client.persist([X, y])
         self._futures = futures_of(X) + futures_of(y)
         by_key = {f.key: f for f in self._futures}
-        keys_X = [k for k in flatten(X.__dask_keys__())]
-        keys_y = [k for k in flatten(y.__dask_keys__())]
+        keys_X = list(flatten(X.__dask_keys__()))
+        keys_y = list(flatten(y.__dask_keys__()))
         self._shards = [(by_key[kx], by_key[ky])
                         for kx, ky, n in zip(keys_X, keys_y, X.chunks[0]) if n]
         self.X = X
 
     def check_finite(self):
         """Raise ValueError if the placed X holds NaN or infinity."""
-        if not bool(da.isfinite(self.X).all().compute()):
+        if self.X is not None and not bool(da.isfinite(self.X).all().compute()):
             raise ValueError("X contains NaN or infinite values; "
                              "only finite numbers are accepted")
 

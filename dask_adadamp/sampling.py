@@ -2,14 +2,18 @@
 
 An epoch is a seeded permutation of all training examples, built so that
 every chunk of an update reads one shard only: each shard's rows are
-shuffled and cut into *pieces* of at most ``grads_per_worker`` rows, the
-pieces of all shards are shuffled together, and updates take consecutive
-pieces (splitting the last one where the batch ends). A chunk is then one
-piece or part of one, so its gradient is computed where its shard lives
-and only row numbers travel with the task.
+shuffled and cut into *pieces* of at most ``grads_per_worker`` rows, and the
+epoch deals pieces round by round, one from each shard in shard order, until
+every shard is used up. Updates take consecutive pieces (splitting the last
+one where the batch ends). A chunk is then one piece or part of one, so its
+gradient is computed where its shard lives and only row numbers travel
+with the task; and consecutive chunks read consecutive shards, which the
+engine places on consecutive workers, so an update keeps every worker busy.
 
-Everything depends on the shard sizes, ``grads_per_worker``, the batch sizes
-asked for and the seed; nothing on the workers.
+Numpy data is shuffled before it is cut into shards, so each update is a
+sample stratified over shards. Everything depends on the shard sizes,
+``grads_per_worker``, the batch sizes asked for and the seed; nothing on the
+workers.
 """
 from collections import deque
 from typing import NamedTuple
@@ -53,20 +57,23 @@ class EpochSampler:
     >>> epoch = EpochSampler(ids, grads_per_worker=3,
     ...                      rng=np.random.default_rng(0))
     >>> first = epoch.take(5)
-    >>> len(first), [len(c.rows) for c in first.chunks]
-    (5, [3, 2])
+    >>> len(first), [(c.shard, len(c.rows)) for c in first.chunks]
+    (5, [(0, 3), (1, 2)])
     >>> sum(len(u) for u in [first, epoch.take(5)]), epoch.remaining
     (10, 0)
     """
 
     def __init__(self, shard_ids, grads_per_worker, rng):
         self.shard_ids = shard_ids
-        pieces = []
-        for shard, ids in enumerate(shard_ids):
+        per_shard = []
+        for ids in shard_ids:
             order = rng.permutation(len(ids))
-            for start in range(0, len(ids), grads_per_worker):
-                pieces.append(Chunk(shard, order[start:start + grads_per_worker]))
-        self._pieces = deque(pieces[i] for i in rng.permutation(len(pieces)))
+            per_shard.append([order[i:i + grads_per_worker]
+                              for i in range(0, len(ids), grads_per_worker)])
+        self._pieces = deque(
+            Chunk(shard, pieces[r])
+            for r in range(max(map(len, per_shard), default=0))
+            for shard, pieces in enumerate(per_shard) if r < len(pieces))
         self.remaining = sum(len(ids) for ids in shard_ids)
 
     def take(self, batch_size):

@@ -186,6 +186,11 @@ def chunk_gradient(spec, weights, buffers, X, y, rows, seed,
         return result
 
 
+def identity(x):
+    """Return ``x``: a task whose result is data it carries (a shard)."""
+    return x
+
+
 def has_device(device):
     """Whether this worker process can compute on ``device``."""
     try:
