@@ -1,0 +1,87 @@
+"""Benchmark 2: weak scaling of the per-update overhead.
+
+The gradient compute is replaced by a fixed sleep (as the SciPy 2021
+AdaDamp-on-Dask paper simulated it) while the model keeps a real payload:
+``SleepNet`` carries as many parameters as the 270k MLP, so the weights out
+and the gradient sums back are full size. With ``B = P * grads_per_worker``
+every worker runs one task per update; a flat line means the update cost
+does not grow with the cluster.
+
+    python benchmarks/weak_scaling.py [--quick]
+"""
+import argparse
+import time
+
+import numpy as np
+import torch
+from distributed import Client, LocalCluster
+
+from dask_adadamp import DaskClassifier
+
+from common import N_CLASSES, UpdateClock, median_ms, n_params, random_data
+
+SLEEP_S = 0.05
+GRADS_PER_WORKER = 64
+
+
+class SleepNet(torch.nn.Module):
+    """A linear model that sleeps in its forward pass and carries an unused
+    payload of parameters, so its weights weigh what a real model's do."""
+
+    def __init__(self, n_features=784, payload=269_322, sleep=SLEEP_S):
+        super().__init__()
+        self.linear = torch.nn.Linear(n_features, N_CLASSES)
+        self.payload = torch.nn.Parameter(torch.zeros(payload - n_features * N_CLASSES - N_CLASSES))
+        self.sleep = sleep
+
+    def forward(self, X):
+        time.sleep(self.sleep)
+        return self.linear(X)
+
+
+def update_time(n_workers, updates):
+    batch = n_workers * GRADS_PER_WORKER
+    clock = UpdateClock()
+    with LocalCluster(n_workers=n_workers, threads_per_worker=1,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        est = DaskClassifier(
+            SleepNet, module__payload=n_params("mlp-270k"),
+            criterion=torch.nn.CrossEntropyLoss, lr=0.0, batch_size=batch,
+            grads_per_worker=GRADS_PER_WORKER, max_epochs=1, train_split=None,
+            random_state=0, verbose=0, client=client,
+            callbacks=[("clock", clock)])
+        est.fit(*random_data(batch * updates, 784))
+    return clock.seconds()
+
+
+def run(quick=False):
+    updates = 10 if quick else 25
+    rows = []
+    for n_workers in (1, 2, 4, 8, 16):
+        seconds = update_time(n_workers, updates)
+        rows.append({"workers": n_workers, "batch": n_workers * GRADS_PER_WORKER,
+                     "update_ms": median_ms(seconds),
+                     "overhead_ms": median_ms(seconds) - 1e3 * SLEEP_S})
+        print(rows[-1], flush=True)
+    for row in rows:
+        row["vs_1_worker"] = row["update_ms"] / rows[0]["update_ms"]
+    return {"sleep_ms": 1e3 * SLEEP_S, "grads_per_worker": GRADS_PER_WORKER,
+            "params": n_params("mlp-270k"), "updates": updates, "rows": rows}
+
+
+def markdown(result):
+    lines = [f"Each task sleeps {result['sleep_ms']:.0f} ms; payload "
+             f"{result['params']:,} float32 parameters; grads_per_worker "
+             f"{result['grads_per_worker']}; medians of {result['updates'] - 2} updates.", "",
+             "| workers | batch | update (ms) | overhead = update - sleep (ms) | vs 1 worker |",
+             "|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['workers']} | {r['batch']} | {r['update_ms']:.1f} | "
+                     f"{r['overhead_ms']:.1f} | {r['vs_1_worker']:.2f}x |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    print(markdown(run(parser.parse_args().quick)))
