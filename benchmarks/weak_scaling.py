@@ -12,7 +12,6 @@ does not grow with the cluster.
 import argparse
 import time
 
-import numpy as np
 import torch
 from distributed import Client, LocalCluster
 

@@ -1,15 +1,17 @@
 """The Dask side of one fit: shards, gradient tasks, reduction, clean-up.
 
 A :class:`FitSession` places the training data on the cluster once, as
-persisted dask-array blocks (*shards*), then turns each model update into
-one task per chunk and adds the returned sums in chunk order. Everything it
-puts on the cluster carries the fit's token in its key and is released by
+*shards* (tasks holding rows of numpy data, or the row blocks of a dask
+array, persisted where they are), then turns each model update into one task
+per chunk and adds the returned sums in chunk order. Everything it puts on
+the cluster carries the fit's token in its key and is released by
 :meth:`FitSession.close`.
 
 Why tasks and not actors: a task whose worker dies is re-run elsewhere by
-the scheduler, and the shards it reads are blocks of a dask array whose
-graph holds the data, so the scheduler re-creates a lost shard by itself.
-Both properties come from Dask for free and keep every update exact.
+the scheduler, and the shards it reads are tasks whose graph holds the data,
+so the scheduler re-creates a lost shard by itself. Both properties come
+from Dask for free and keep every update exact; docs/performance.md has
+what they cost.
 """
 import atexit
 import logging
@@ -22,7 +24,7 @@ import dask.array as da
 import numpy as np
 import torch
 from dask.core import flatten
-from distributed import Client, LocalCluster, futures_of, wait
+from distributed import Client, LocalCluster, futures_of
 
 from . import worker
 
@@ -192,8 +194,8 @@ class FitSession:
             # a shard whose worker died.
             warnings.filterwarnings("ignore", "Sending large graph")
             for i, rows in enumerate(self.shard_ids):
-                where = dict(workers=[workers[i % len(workers)]] if workers else None,
-                             allow_other_workers=True)
+                where = ({"workers": [workers[i % len(workers)]],
+                          "allow_other_workers": True} if workers else {})
                 self._shards.append(tuple(
                     self.client.submit(worker.identity, data[rows],
                                        key=(f"adadamp-shard-{name}-{self.token}", i),

@@ -11,7 +11,6 @@ import io
 import threading
 
 import cloudpickle
-import numpy as np
 import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 

@@ -2,7 +2,6 @@
 import pickle
 
 import numpy as np
-import pytest
 import torch
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
@@ -10,18 +9,17 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from skorch.callbacks import (Checkpoint, EarlyStopping, EpochScoring,
                               LRScheduler, ProgressBar)
-
-from dask_adadamp import DaskClassifier
+from skorch.dataset import ValidSplit
 
 from conftest import make_classifier, weights
 
 
 def test_skorch_validation_split_and_scoring(client, digits_data):
     X, X_test, y, y_test = digits_data
+    # skorch's own default split for classifiers
     est = make_classifier(max_epochs=8, lr=0.1, optimizer__momentum=0.9,
-                          batch_size=64, grads_per_worker=32)
-    est.set_params(train_split=__import__("skorch").dataset.ValidSplit(5, stratified=True))
-    est.fit(X, y)
+                          batch_size=64, grads_per_worker=32,
+                          train_split=ValidSplit(5, stratified=True)).fit(X, y)
     assert {"valid_loss", "valid_acc", "train_loss"} <= set(est.history[-1])
     # the training split only: 4/5 of the examples per epoch
     assert abs(est.history[0, "n_examples"] - 0.8 * len(X)) < 2
@@ -106,7 +104,7 @@ def test_callbacks(client, small_data, tmp_path):
     X, y = small_data
     est = make_classifier(
         max_epochs=30, lr=0.1,
-        train_split=__import__("skorch").dataset.ValidSplit(4),
+        train_split=ValidSplit(4),
         callbacks=[
             ("acc", EpochScoring("accuracy", on_train=False)),
             ("lr", LRScheduler(torch.optim.lr_scheduler.StepLR, step_size=1,

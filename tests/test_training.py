@@ -9,8 +9,7 @@ import torch
 from dask.utils import key_split
 from distributed import Client, get_task_stream, wait
 
-from dask_adadamp import DaskClassifier, DaskRegressor
-from dask_adadamp.models import MLP
+from dask_adadamp import DaskRegressor
 
 from conftest import adadamp_keys, make_classifier, make_cluster, weights
 
