@@ -252,3 +252,18 @@ def test_batch_norm_statistics_follow_training(client, digits_data):
 
 def weights_of(module):
     return torch.nn.utils.parameters_to_vector(module.parameters()).detach()
+
+
+def test_updates_are_spread_over_the_workers(client, digits_data):
+    X, _, y, _ = digits_data
+    with get_task_stream(client) as ts:
+        make_classifier(batch_size=128, grads_per_worker=64, max_epochs=2).fit(X, y)
+    workers_per_update = {}
+    for task in ts.data:
+        if key_split(task["key"]) == "adadamp-gradient":
+            workers_per_update.setdefault(task["key"][1], []).append(task["worker"])
+    # Full updates have 2 chunks, placed so that each worker computes one
+    # (the scheduler's work stealing may rarely move one).
+    full = [w for w in workers_per_update.values() if len(w) == 2]
+    assert len(full) == 22  # 11 full updates of 128 per epoch, 2 epochs
+    assert sum(len(set(w)) == 2 for w in full) >= 0.9 * len(full)
