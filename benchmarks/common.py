@@ -1,4 +1,5 @@
 """What the benchmarks share: models, data, clocks, the machine's description."""
+import argparse
 import datetime
 import os
 import platform
@@ -88,3 +89,17 @@ def _cpu_name():
 
 def median_ms(seconds):
     return float(1e3 * np.median(seconds))
+
+
+def table(header, rows):
+    """A Markdown table from column names and rows of formatted cells."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def main(run, markdown):
+    """Command line of one benchmark: ``--quick`` for a smoke run."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="fewer updates")
+    print(markdown(run(parser.parse_args().quick)))

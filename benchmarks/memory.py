@@ -5,7 +5,6 @@ placed once, so after the first epochs nothing should grow.
 
     python benchmarks/memory.py [--quick]
 """
-import argparse
 import os
 
 import numpy as np
@@ -16,7 +15,7 @@ from skorch.callbacks import Callback
 
 from dask_adadamp import DaskClassifier
 
-from common import model_kwargs, random_data
+from common import main, model_kwargs, random_data, table
 
 MIB = 2**20
 
@@ -64,23 +63,21 @@ def run(quick=False):
 
 
 def markdown(r):
-    w_end = ", ".join(f"{m:.0f}" for m in r["workers_mib"][-1])
-    w_before = ", ".join(f"{m:.0f}" for m in r["workers_before_mib"])
-    w_growth = ", ".join(f"{m:+.1f}" for m in r["worker_growth_mib"])
+    def mib(values):
+        return ", ".join(f"{m:.0f}" for m in values)
+
     return "\n".join([
         f"Training data {r['data_mib']:.0f} MiB; 270k-parameter MLP, batch 512, 2 workers; "
         f"{r['epochs']} epochs, {r['updates']} updates. RSS in MiB.", "",
-        "| process | before the fit | end of epoch 2 | end of the fit | growth epoch 2 -> end |",
-        "|---|---|---|---|---|",
-        f"| client | {r['client_before_mib']:.0f} | {r['client_mib'][1]:.0f} | "
-        f"{r['client_mib'][-1]:.0f} | {r['client_growth_mib']:+.1f} |",
-        f"| workers | {w_before} | "
-        + ", ".join(f"{m:.0f}" for m in r["workers_mib"][1])
-        + f" | {w_end} | {w_growth} |",
+        table(["process", "before the fit", "end of epoch 2", "end of the fit",
+               "growth epoch 2 -> end"],
+              [["client", f"{r['client_before_mib']:.0f}", f"{r['client_mib'][1]:.0f}",
+                f"{r['client_mib'][-1]:.0f}", f"{r['client_growth_mib']:+.1f}"],
+               ["workers", mib(r["workers_before_mib"]), mib(r["workers_mib"][1]),
+                mib(r["workers_mib"][-1]),
+                ", ".join(f"{m:+.1f}" for m in r["worker_growth_mib"])]]),
     ])
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    print(markdown(run(parser.parse_args().quick)))
+    main(run, markdown)

@@ -19,7 +19,7 @@ import memory  # noqa: E402
 import time_to_accuracy  # noqa: E402
 import update_cost  # noqa: E402
 import weak_scaling  # noqa: E402
-from common import machine  # noqa: E402
+from common import machine, table  # noqa: E402
 
 BENCHMARKS = {
     "update_cost": update_cost,
@@ -60,6 +60,23 @@ def goals(results):
     ]
 
 
+def render(results):
+    """The Markdown report, as lines."""
+    m = results["machine"]
+    lines = ["# dask-adadamp benchmark results", "",
+             f"{m['date']}; {m['machine']}; Python {m['python']}, torch {m['torch']} "
+             f"({m['torch_threads']} threads in the plain loop), dask {m['dask']}, "
+             f"distributed {m['distributed']}, skorch {m['skorch']}"
+             + ("; QUICK run" if results["quick"] else ""), "",
+             "## Goals", "",
+             table(["goal", "measured", "met"],
+                   [[g["goal"], g["measured"], "yes" if g["met"] else "no"]
+                    for g in results["goals"]])]
+    for name, module in BENCHMARKS.items():
+        lines += ["", f"## {TITLES[name]}", "", module.markdown(results[name])]
+    return lines
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer updates, for a smoke run")
@@ -75,17 +92,7 @@ def main(argv=None):
     results["goals"] = [{"goal": g, "met": bool(met), "measured": m}
                         for g, met, m in goals(results)]
 
-    m = results["machine"]
-    lines = ["# dask-adadamp benchmark results", "",
-             f"{m['date']}; {m['machine']}; Python {m['python']}, torch {m['torch']} "
-             f"({m['torch_threads']} threads in the plain loop), dask {m['dask']}, "
-             f"distributed {m['distributed']}, skorch {m['skorch']}"
-             + ("; QUICK run" if args.quick else ""), "",
-             "## Goals", "", "| goal | measured | met |", "|---|---|---|"]
-    lines += [f"| {g['goal']} | {g['measured']} | {'yes' if g['met'] else 'no'} |"
-              for g in results["goals"]]
-    for name, module in BENCHMARKS.items():
-        lines += ["", f"## {TITLES[name]}", "", module.markdown(results[name])]
+    lines = render(results)
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     with open(os.path.join(args.out, "results.json"), "w") as f:

@@ -9,7 +9,6 @@ To add a schedule, add one entry to ``CONFIGS``.
 
     python benchmarks/time_to_accuracy.py [--quick]
 """
-import argparse
 import time
 
 import numpy as np
@@ -21,6 +20,8 @@ from skorch.callbacks import Callback
 from dask_adadamp import DaskClassifier
 from dask_adadamp.datasets import mnist1d
 from dask_adadamp.models import MLP
+
+from common import main, table
 
 TARGET = 0.65
 MAX_EPOCHS = 100
@@ -82,16 +83,13 @@ def run(quick=False):
 def markdown(result):
     lines = [f"{result['dataset']}; target test accuracy {result['target']:.2f}; "
              "MLP 40-256-256-10, SGD with momentum 0.9; 2 local workers.", "",
-             "| configuration | reached | test acc | epochs | model updates | seconds |",
-             "|---|---|---|---|---|---|"]
-    for r in result["rows"]:
-        lines.append(f"| {r['config']} | {'yes' if r['reached'] else 'no'} | "
-                     f"{r['test_acc']:.3f} | {r['epochs']} | {r['model_updates']} | "
-                     f"{r['seconds']:.1f} |")
+             table(["configuration", "reached", "test acc", "epochs", "model updates",
+                    "seconds"],
+                   [[r["config"], "yes" if r["reached"] else "no", f"{r['test_acc']:.3f}",
+                     r["epochs"], r["model_updates"], f"{r['seconds']:.1f}"]
+                    for r in result["rows"]])]
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    print(markdown(run(parser.parse_args().quick)))
+    main(run, markdown)

@@ -25,7 +25,7 @@ from dask_adadamp import DaskClassifier
 from dask_adadamp.models import MLP
 
 from common import (MODELS, N_CLASSES, UpdateClock, median_ms, model_kwargs,
-                    n_params, random_data)
+                    n_params, random_data, table)
 
 
 def plain_torch(model, batch, updates, threads=None):
@@ -153,15 +153,14 @@ def run(quick=False, n_workers=2):
 def markdown(result):
     lines = [f"{result['workers']} workers x 1 thread; medians of "
              f"{result['updates'] - 2} updates (fewer for the large model at 4096).", "",
-             "| model | params | batch | plain torch (ms) | plain, 1 thread (ms) | DDP (ms) "
-             "| dask-adadamp (ms) | slowest task (ms) | overhead (ms) | vs plain | vs DDP |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in result["rows"]:
-        lines.append(
-            f"| {r['model']} | {r['params']:,} | {r['batch']} | {r['plain_ms']:.1f} | "
-            f"{r['plain_1thread_ms']:.1f} | "
-            f"{r['ddp_ms']:.1f} | {r['dask_adadamp_ms']:.1f} | {r['slowest_task_ms']:.1f} | "
-            f"{r['overhead_ms']:.1f} | {r['vs_plain']:.2f}x | {r['vs_ddp']:.2f}x |")
+             table(["model", "params", "batch", "plain torch (ms)", "plain, 1 thread (ms)",
+                    "DDP (ms)", "dask-adadamp (ms)", "slowest task (ms)", "overhead (ms)",
+                    "vs plain", "vs DDP"],
+                   [[r["model"], f"{r['params']:,}", r["batch"], f"{r['plain_ms']:.1f}",
+                     f"{r['plain_1thread_ms']:.1f}", f"{r['ddp_ms']:.1f}",
+                     f"{r['dask_adadamp_ms']:.1f}", f"{r['slowest_task_ms']:.1f}",
+                     f"{r['overhead_ms']:.1f}", f"{r['vs_plain']:.2f}x",
+                     f"{r['vs_ddp']:.2f}x"] for r in result["rows"]])]
     return "\n".join(lines)
 
 

@@ -9,7 +9,6 @@ does not grow with the cluster.
 
     python benchmarks/weak_scaling.py [--quick]
 """
-import argparse
 import time
 
 import torch
@@ -17,7 +16,7 @@ from distributed import Client, LocalCluster
 
 from dask_adadamp import DaskClassifier
 
-from common import N_CLASSES, UpdateClock, median_ms, n_params, random_data
+from common import N_CLASSES, UpdateClock, main, median_ms, n_params, random_data, table
 
 SLEEP_S = 0.05
 GRADS_PER_WORKER = 64
@@ -72,15 +71,13 @@ def markdown(result):
     lines = [f"Each task sleeps {result['sleep_ms']:.0f} ms; payload "
              f"{result['params']:,} float32 parameters; grads_per_worker "
              f"{result['grads_per_worker']}; medians of {result['updates'] - 2} updates.", "",
-             "| workers | batch | update (ms) | overhead = update - sleep (ms) | vs 1 worker |",
-             "|---|---|---|---|---|"]
-    for r in result["rows"]:
-        lines.append(f"| {r['workers']} | {r['batch']} | {r['update_ms']:.1f} | "
-                     f"{r['overhead_ms']:.1f} | {r['vs_1_worker']:.2f}x |")
+             table(["workers", "batch", "update (ms)", "overhead = update - sleep (ms)",
+                    "vs 1 worker"],
+                   [[r["workers"], r["batch"], f"{r['update_ms']:.1f}",
+                     f"{r['overhead_ms']:.1f}", f"{r['vs_1_worker']:.2f}x"]
+                    for r in result["rows"]])]
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    print(markdown(run(parser.parse_args().quick)))
+    main(run, markdown)
