@@ -56,8 +56,9 @@ class DaskNetMixin:
         bit, whatever the number of workers.
 
     ``device`` is the device the workers compute on (``"cuda"`` on GPU
-    workers); the client keeps its copy of the module there too, as skorch
-    does.
+    workers). The client keeps its copy of the module there too when it has
+    that device, else on its CPU; the workers are asked for the device
+    before any data is placed.
     """
 
     def __init__(self, module, *args, client=None, grads_per_worker=128,
