@@ -201,7 +201,6 @@ class FitSession:
                                        key=(f"adadamp-shard-{name}-{self.token}", i),
                                        **where)
                     for name, data in (("X", X), ("y", y))))
-        self._futures = [f for shard in self._shards for f in shard]
 
     def _place_dask(self, X, y):
         """Persist the arrays' row blocks where they are; each is a shard."""
@@ -214,8 +213,7 @@ class FitSession:
         self.shard_ids = [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:])
                           if b > a]
         X, y = self.client.persist([X, y])
-        self._futures = futures_of(X) + futures_of(y)
-        by_key = {f.key: f for f in self._futures}
+        by_key = {f.key: f for f in futures_of(X) + futures_of(y)}
         keys_X = list(flatten(X.__dask_keys__()))
         keys_y = list(flatten(y.__dask_keys__()))
         self._shards = [(by_key[kx], by_key[ky])
@@ -294,7 +292,7 @@ class FitSession:
         cancelling: a persisted dask array the user passed shares its keys
         with the shards and must outlive the fit.
         """
-        self._futures, self._shards, self.X = [], [], None
+        self._shards, self.X = [], None
         try:
             self.client.run(worker.forget, self.token)
         except Exception:  # a closed client or a cluster gone: nothing left
