@@ -8,5 +8,5 @@ The estimators are skorch nets; only their training loop runs on Dask::
 """
 from .estimator import DaskClassifier, DaskNetMixin, DaskRegressor
 
-__all__ = ["DaskClassifier", "DaskRegressor", "DaskNetMixin"]
+__all__ = ["DaskClassifier", "DaskNetMixin", "DaskRegressor"]
 __version__ = "0.1.0"

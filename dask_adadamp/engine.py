@@ -19,6 +19,7 @@ import math
 import os
 import uuid
 import warnings
+from typing import NamedTuple
 
 import dask.array as da
 import numpy as np
@@ -152,9 +153,12 @@ class FitSession:
     ...     update = EpochSampler(fit.shard_ids, 4,
     ...                           np.random.default_rng(0)).take(8)
     ...     w = parameters_to_vector(module.parameters()).detach().numpy()
-    ...     grad, loss, count, _ = fit.gradient(w, {}, update, seed=0)
-    >>> count
-    8
+    ...     sums = fit.gradient(w, {}, update, seed=0)
+    ...     loss = fit.mean_loss(w, {})
+    >>> sums.count, sums.chunk_sizes
+    (8, [4, 4])
+    >>> bool(abs(sums.loss / sums.count - loss) < 1e-6)
+    True
     >>> client.close(); cluster.close()
     """
 
@@ -242,12 +246,7 @@ class FitSession:
 
         Returns
         -------
-        grad_sum : numpy.ndarray
-        loss_sum : float
-        count : int
-        buffers : dict
-            The buffers as the first chunk's forward pass left them (as
-            DistributedDataParallel takes rank 0's), or ``{}``.
+        GradientSums
         """
         self._calls += 1
         name = f"adadamp-gradient-{self.token}"
@@ -256,29 +255,76 @@ class FitSession:
         # then a chunk's only dependency is its shard, so the scheduler runs
         # it where the shard lives (a weights key on another worker would pull
         # the shard over). Measured the same cost either way at 2 tasks.
-        with warnings.catch_warnings():
-            # Large models make large tasks: by design, not by accident.
-            warnings.filterwarnings("ignore", "Sending large graph")
-            futures = [
-                self.client.submit(
-                    worker.chunk_gradient, self.spec, weights, buffers,
-                    *self._shards[chunk.shard], chunk.rows, int(s),
-                    return_buffers=(j == 0 and bool(buffers)),
-                    key=(name, self._calls, j))
-                for j, (chunk, s) in enumerate(zip(update.chunks, seeds))]
-        try:
-            results = self.client.gather(futures)
-        except BaseException:
-            self.client.cancel(futures)  # nothing of a failed update runs on
-            raise
+        results = self._run(name, [
+            (worker.chunk_gradient,
+             (self.spec, weights, buffers, *self._shards[chunk.shard], chunk.rows,
+              int(s)),
+             {"return_buffers": j == 0 and bool(buffers)})
+            for j, (chunk, s) in enumerate(zip(update.chunks, seeds))])
         # Added in chunk order, never in order of arrival: the sum's bits
         # do not depend on which worker finished first.
         grad = results[0][0].copy()
         for r in results[1:]:
             grad += r[0]
-        loss = math.fsum(r[1] for r in results)
-        count = sum(r[2] for r in results)
-        return grad, loss, count, (results[0][3] if buffers else {})
+        return GradientSums(
+            grad=grad, loss=math.fsum(r[1] for r in results),
+            count=sum(r[2] for r in results),
+            buffers=results[0][4] if buffers else {},
+            chunk_sizes=[r[2] for r in results],
+            chunk_sq_norms=[r[3] for r in results])
+
+    def mean_loss(self, weights, buffers, rows=None):
+        """Mean training loss at ``weights``, forward only: one task per
+        worker, over the shards that worker holds.
+
+        Parameters
+        ----------
+        weights, buffers
+            As for :meth:`gradient`.
+        rows : list of numpy.ndarray or None
+            The rows of each shard to evaluate, or all of them.
+
+        Returns
+        -------
+        float
+        """
+        self._calls += 1
+        rows = rows or [np.arange(len(ids)) for ids in self.shard_ids]
+        # Grouped by where the shards are now, so that no shard moves and
+        # an evaluation costs one round of P tasks, not one per shard.
+        where = self.client.who_has([X for X, _ in self._shards])
+        groups = {}
+        for (X, y), r in zip(self._shards, rows):
+            if len(r):
+                holder = min(where.get(X.key) or ("",))
+                groups.setdefault(holder, []).append(((X, y), r))
+        results = self._run(f"adadamp-loss-{self.token}", [
+            (worker.shards_loss, (self.spec, weights, buffers,
+                                  [s for s, _ in group], [r for _, r in group]), {})
+            for _, group in sorted(groups.items())])
+        # fsum rounds exactly once: the same mean however shards were grouped.
+        return (math.fsum(x for sums in results for x in sums)
+                / sum(len(r) for r in rows))
+
+    def _run(self, name, tasks):
+        """Submit ``(func, args, kwargs)`` tasks keyed ``(name, call, j)``,
+        gather their results in order."""
+        with warnings.catch_warnings():
+            # Large models make large tasks: by design, not by accident.
+            warnings.filterwarnings("ignore", "Sending large graph")
+            futures = [self.client.submit(func, *args, **kwargs,
+                                          key=(name, self._calls, j))
+                       for j, (func, args, kwargs) in enumerate(tasks)]
+        try:
+            return self.client.gather(futures)
+        except BaseException:
+            self.client.cancel(futures)  # nothing of a failed update runs on
+            raise
+
+    @property
+    def n_rows(self):
+        """Training examples placed on the cluster."""
+        return sum(len(ids) for ids in self.shard_ids)
 
     @property
     def n_workers(self):
@@ -303,6 +349,23 @@ class FitSession:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class GradientSums(NamedTuple):
+    """What the tasks of one update return, added up.
+
+    ``grad`` and ``loss`` are sums over the update's ``count`` examples;
+    ``buffers`` are the module's buffers after the first chunk (or ``{}``);
+    chunk ``j`` had ``chunk_sizes[j]`` examples and a mean gradient of
+    squared norm ``chunk_sq_norms[j]``.
+    """
+
+    grad: np.ndarray
+    loss: float
+    count: int
+    buffers: dict
+    chunk_sizes: list
+    chunk_sq_norms: list
 
 
 def new_token():

@@ -20,20 +20,22 @@ One fit, seen from the client::
       release the shards
 """
 import numbers
-from contextlib import contextmanager
 import warnings
+from contextlib import contextmanager
 
 import dask.array as da
 import numpy as np
 import torch
+from sklearn.base import clone
 from sklearn.utils import check_random_state
-from skorch import NeuralNetClassifier, NeuralNetRegressor
+from skorch import NeuralNet, NeuralNetClassifier, NeuralNetRegressor
 from skorch.dataset import Dataset
 from skorch.utils import to_numpy
 from torch.nn.utils import parameters_to_vector
 from torch.utils.data import DataLoader, Subset
 
 from . import engine
+from .dampers import BaseDamper, Constant, Progress, UpdateStats
 from .sampling import EpochSampler
 from .worker import ModelSpec
 
@@ -54,6 +56,22 @@ class DaskNetMixin:
         Seeds the module's initialization, the placement of the data and
         every update's sample. With an int, fits are repeatable bit for
         bit, whatever the number of workers.
+    max_batch_size : int or None (default=None)
+        Most examples an update uses. When the batch-size schedule asks for
+        ``B`` larger than this, the update uses ``max_batch_size`` examples
+        and the learning rate ``lr * max_batch_size / B``. None: no
+        maximum (an update never exceeds the training set).
+
+    ``batch_size`` is an int (a constant batch) or a schedule from
+    :mod:`dask_adadamp.dampers`, as a class or an instance; its parameters
+    route as ``batch_size__<name>``, like ``module__<name>``. The fitted
+    schedule is ``damper_``. Every update records its ``batch_size``,
+    ``lr`` and the schedule's signal (``loss_ratio``, ``noise_scale``) in
+    ``history[epoch, "batches", i]``; every epoch the cumulative
+    ``model_updates`` and ``n_examples``, and the epoch's largest
+    ``batch_size``, last ``lr`` and last signal. Validation and prediction
+    use ``iterator_valid__batch_size`` if set, else an int ``batch_size``,
+    else the schedule's ``initial`` size.
 
     ``device`` is the device the workers compute on (``"cuda"`` on GPU
     workers). The client keeps its copy of the module there too when it has
@@ -61,12 +79,17 @@ class DaskNetMixin:
     before any data is placed.
     """
 
+    # ``batch_size__factor=5`` routes to the schedule, as skorch routes
+    # ``module__hidden`` to the module.
+    prefixes_ = NeuralNet.prefixes_ + ["batch_size"]
+
     def __init__(self, module, *args, client=None, grads_per_worker=128,
-                 random_state=None, **kwargs):
+                 random_state=None, max_batch_size=None, **kwargs):
         super().__init__(module, *args, **kwargs)
         self.client = client
         self.grads_per_worker = grads_per_worker
         self.random_state = random_state
+        self.max_batch_size = max_batch_size
 
     # --- initialization -------------------------------------------------
 
@@ -74,7 +97,38 @@ class DaskNetMixin:
         self._check_params()
         self.seed_ = self._base_seed()
         with self._on_client_device():
-            return super().initialize()
+            super().initialize()
+        return self.initialize_damper()
+
+    def initialize_damper(self):
+        """Build ``damper_`` from ``batch_size`` and ``batch_size__*``."""
+        kwargs = self.get_params_for("batch_size")
+        spec = self.batch_size
+        if isinstance(spec, numbers.Integral):
+            if kwargs:
+                raise ValueError(
+                    f"{sorted('batch_size__' + k for k in kwargs)} need a "
+                    f"schedule, but batch_size={spec!r} is an int; pass a "
+                    "class from dask_adadamp.dampers as batch_size")
+            damper = Constant(int(spec))
+        elif isinstance(spec, type):
+            try:
+                damper = spec(**kwargs)
+            except TypeError as exc:
+                raise ValueError(f"batch_size__* parameters {sorted(kwargs)} "
+                                 f"do not fit {spec.__name__}: {exc}") from exc
+        else:
+            damper = clone(spec).set_params(**kwargs)
+        damper.check()
+        self.damper_ = damper
+        return self
+
+    def set_params(self, **kwargs):
+        super().set_params(**kwargs)
+        if self.initialized_ and any(k.startswith("batch_size") for k in kwargs):
+            self._check_params()
+            self.initialize_damper()
+        return self
 
     # ``device`` names where the workers compute. The client keeps its copy
     # of the module there too when it has such a device, else on the CPU, so
@@ -114,16 +168,20 @@ class DaskNetMixin:
         return int(check_random_state(self.random_state).randint(2**31 - 1))
 
     def _check_params(self):
-        for name in ("batch_size", "grads_per_worker"):
-            value = getattr(self, name)
-            if (not isinstance(value, numbers.Integral)
-                    or isinstance(value, bool) or value <= 0):
-                raise ValueError(
-                    f"{name}={value!r} is not accepted; it must be a positive "
-                    "integer (for full-batch gradient descent, pass the "
-                    "number of training examples)" if name == "batch_size"
-                    else f"{name}={value!r} is not accepted; it must be a "
-                    "positive integer")
+        bs = self.batch_size
+        if not (_positive_int(bs) or isinstance(bs, BaseDamper) or (
+                isinstance(bs, type) and issubclass(bs, BaseDamper))):
+            raise ValueError(
+                f"batch_size={bs!r} is not accepted; pass a positive integer "
+                "or a schedule from dask_adadamp.dampers (a class or an "
+                "instance); for full-batch gradient descent, "
+                "dampers.GradientDescent")
+        if not _positive_int(self.grads_per_worker):
+            raise ValueError(f"grads_per_worker={self.grads_per_worker!r} is not "
+                             "accepted; it must be a positive integer")
+        if not (self.max_batch_size is None or _positive_int(self.max_batch_size)):
+            raise ValueError(f"max_batch_size={self.max_batch_size!r} is not "
+                             "accepted; use None or a positive integer")
         try:
             if self.device is not None:
                 torch.device(self.device)
@@ -187,20 +245,70 @@ class DaskNetMixin:
         return self
 
     def _updates(self, session):
-        """Yield this epoch's updates, asking for a batch size each time."""
+        """Yield this epoch's updates, asking the schedule for each size."""
         epoch = len(self.history) - 1
         rng = np.random.default_rng([self.seed_, 2, epoch])
         sampler = EpochSampler(session.shard_ids, self.grads_per_worker, rng)
         while sampler.remaining:
-            yield sampler.take(self.get_batch_size())
+            yield sampler.take(self.get_batch_size(session),
+                               min_chunks=self.damper_.min_chunks)
 
-    def get_batch_size(self):
-        """Batch size of the next update (overridden by schedules)."""
-        return self.batch_size
+    def get_batch_size(self, session):
+        """Batch size of the next update; sets the learning-rate factor
+        ``lr_scale_`` that goes with it."""
+        progress = Progress(
+            updates=self._total("model_updates") + len(self.history[-1, "batches"]),
+            epochs=len(self.history) - 1, n_train=session.n_rows,
+            loss=lambda fraction=None: self._mean_loss(session, fraction))
+        asked = self.damper_.ask(progress)
+        scale = self.damper_.lr_factor(progress)
+        size = min(asked, session.n_rows)
+        if self.max_batch_size is not None and asked > self.max_batch_size:
+            size = self.max_batch_size
+            scale *= self.max_batch_size / asked
+        self.lr_scale_ = scale
+        return size
+
+    def _mean_loss(self, session, fraction=None):
+        """Training loss at the current weights, on the cluster; with a
+        fraction, on the same random rows of every shard each time."""
+        rows = None
+        if fraction is not None:
+            rng = np.random.default_rng([self.seed_, 3])
+            rows = [np.sort(rng.choice(len(ids), max(1, round(fraction * len(ids))),
+                                       replace=False))
+                    for ids in session.shard_ids]
+        weights, buffers = self._weights()
+        return session.mean_loss(weights, buffers, rows)
+
+    def _weights(self):
+        params = list(self.module_.parameters())
+        weights = parameters_to_vector(params).detach().cpu().numpy()
+        buffers = {name: b.detach().cpu().numpy()
+                   for name, b in self.module_.named_buffers()}
+        return weights, buffers
 
     def train_step(self, batch, **fit_params):
-        step = super().train_step(batch, **fit_params)
+        """skorch's step, at the schedule's learning rate; records the
+        update's batch size, learning rate and the schedule's signal."""
+        groups = self.optimizer_.param_groups
+        base = [group["lr"] for group in groups]
+        # Scaled for this step only, so lr schedulers (skorch's LRScheduler)
+        # keep acting on the base learning rate.
+        for group in groups:
+            group["lr"] = group["lr"] * self.lr_scale_
+        try:
+            step = super().train_step(batch, **fit_params)
+            lr = groups[0]["lr"]
+        finally:
+            for group, lr_base in zip(groups, base):
+                group["lr"] = lr_base
+        self.damper_.observe(self._last_stats)
         self.history.record_batch("batch_size", len(batch))
+        self.history.record_batch("lr", lr)
+        name = self.damper_.signal_name
+        if name is not None and getattr(self.damper_, "signal_", None) is not None:
+            self.history.record_batch(name, float(self.damper_.signal_))
         return step
 
     def train_step_single(self, batch, **fit_params):
@@ -213,13 +321,11 @@ class DaskNetMixin:
         # 1-based; skorch has already opened this update's batch record.
         update_number = self._total("model_updates") + len(
             self.history[-1, "batches"])
-        params = list(self.module_.parameters())
-        weights = parameters_to_vector(params).detach().cpu().numpy()
-        buffers = {name: b.detach().cpu().numpy()
-                   for name, b in self.module_.named_buffers()}
-        grad, loss_sum, count, buffers = self._session.gradient(
-            weights, buffers, batch, seed=(self.seed_, update_number))
-        loss = loss_sum / count
+        weights, buffers = self._weights()
+        sums = self._session.gradient(weights, buffers, batch,
+                                      seed=(self.seed_, update_number))
+        grad, count, buffers = sums.grad, sums.count, sums.buffers
+        loss = sums.loss / count
         if not (np.isfinite(loss) and np.isfinite(grad).all()):
             raise FloatingPointError(
                 f"the training loss became {loss} at model update "
@@ -229,13 +335,18 @@ class DaskNetMixin:
         with torch.no_grad():
             for name, value in buffers.items():
                 self.module_.get_buffer(name).copy_(torch.from_numpy(value))
+        mean = grad / count
         offset = 0
-        for p in params:
+        for p in self.module_.parameters():
             n = p.numel()
             if p.requires_grad:
-                p.grad = torch.from_numpy(grad[offset:offset + n] / count).view_as(
+                p.grad = torch.from_numpy(mean[offset:offset + n]).view_as(
                     p).to(p.device)
             offset += n
+        self._last_stats = UpdateStats(
+            batch_size=count, loss=float(loss),
+            sq_norm=float(mean.astype(np.float64) @ mean.astype(np.float64)),
+            chunk_sizes=sums.chunk_sizes, chunk_sq_norms=sums.chunk_sq_norms)
         return {"loss": torch.tensor(loss), "y_pred": None}
 
     def _record_epoch(self, session):
@@ -246,7 +357,11 @@ class DaskNetMixin:
                             + sum(b["batch_size"] for b in batches))
         # The size asked for, not the epoch's last (possibly partial) batch.
         self.history.record("batch_size", max((b["batch_size"] for b in batches), default=0))
-        self.history.record("lr", self.optimizer_.param_groups[0]["lr"])
+        if batches:
+            self.history.record("lr", batches[-1]["lr"])
+        name = self.damper_.signal_name
+        if name is not None and batches and name in batches[-1]:
+            self.history.record(name, batches[-1][name])
         self.history.record("n_workers", session.n_workers)
 
     def _total(self, key):
@@ -255,6 +370,18 @@ class DaskNetMixin:
             if key in row:
                 return row[key]
         return 0
+
+    def get_iterator(self, dataset, training=False):
+        # skorch's iterators serve validation and prediction only; they need
+        # an int when batch_size is a schedule.
+        if isinstance(self.batch_size, numbers.Integral):
+            return super().get_iterator(dataset, training=training)
+        schedule = self.batch_size
+        self.batch_size = getattr(getattr(self, "damper_", None), "initial", 128)
+        try:
+            return super().get_iterator(dataset, training=training)
+        finally:
+            self.batch_size = schedule
 
     # --- data -------------------------------------------------------------
 
@@ -377,6 +504,11 @@ class DaskNetMixin:
         if not (state.get("client") is None or isinstance(state["client"], str)):
             state["client"] = None
         return state
+
+
+def _positive_int(value):
+    return (isinstance(value, numbers.Integral) and not isinstance(value, bool)
+            and value > 0)
 
 
 def _local_device(device):

@@ -76,8 +76,16 @@ class EpochSampler:
             for shard, pieces in enumerate(per_shard) if r < len(pieces))
         self.remaining = sum(len(ids) for ids in shard_ids)
 
-    def take(self, batch_size):
-        """The next update of at most ``batch_size`` examples, or None."""
+    def take(self, batch_size, min_chunks=1):
+        """The next update of at most ``batch_size`` examples, or None.
+
+        The update is cut into at least ``min_chunks`` chunks where it has
+        that many examples (the largest chunk is halved until it is).
+
+        >>> epoch = EpochSampler([np.arange(8)], 4, np.random.default_rng(0))
+        >>> [len(c.rows) for c in epoch.take(4, min_chunks=2).chunks]
+        [2, 2]
+        """
         if not self._pieces:
             return None
         chunks, need = [], batch_size
@@ -88,6 +96,11 @@ class EpochSampler:
                 piece = Chunk(piece.shard, piece.rows[:need])
             chunks.append(piece)
             need -= len(piece.rows)
+        while len(chunks) < min(min_chunks, batch_size - need):
+            j = max(range(len(chunks)), key=lambda i: len(chunks[i].rows))
+            shard, rows = chunks[j]
+            half = (len(rows) + 1) // 2
+            chunks[j:j + 1] = [Chunk(shard, rows[:half]), Chunk(shard, rows[half:])]
         indices = np.concatenate(
             [self.shard_ids[c.shard][c.rows] for c in chunks])
         self.remaining -= len(indices)

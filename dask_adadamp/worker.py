@@ -136,6 +136,9 @@ def chunk_gradient(spec, weights, buffers, X, y, rows, seed,
         Sum of the per-example losses.
     count : int
         ``len(rows)``.
+    sq_norm : float
+        Squared norm of the chunk's mean gradient (for the gradient noise
+        scale, see :class:`dask_adadamp.dampers.NoiseScaleDamp`).
     buffers : dict of str to numpy.ndarray
         Only with ``return_buffers``.
 
@@ -147,18 +150,14 @@ def chunk_gradient(spec, weights, buffers, X, y, rows, seed,
     >>> spec = ModelSpec("doc", module, torch.nn.MSELoss(), "cpu")
     >>> w = parameters_to_vector(module.parameters()).detach().numpy()
     >>> X = np.ones((4, 2), dtype="float32"); y = np.zeros((4, 1), "float32")
-    >>> g, loss, n = chunk_gradient(spec, w, {}, X, y, np.arange(4), seed=0)
+    >>> g, loss, n, sq = chunk_gradient(spec, w, {}, X, y, np.arange(4), seed=0)
     >>> g.shape, n
     ((3,), 4)
     """
     module, criterion, lock = _model(spec)
     device = spec.device
     with lock:
-        params = [p for p in module.parameters()]
-        with torch.no_grad():
-            vector_to_parameters(torch.from_numpy(weights).to(device), params)
-            for name, value in buffers.items():
-                module.get_buffer(name).copy_(torch.from_numpy(value))
+        params = _load(module, weights, buffers, device)
         xb = torch.as_tensor(X[rows], device=device)
         yb = torch.as_tensor(y[rows], device=device)
         module.train()
@@ -176,13 +175,65 @@ def chunk_gradient(spec, weights, buffers, X, y, rows, seed,
         loss.backward()
         grad = parameters_to_vector(
             [p.grad if p.grad is not None else torch.zeros_like(p)
-             for p in params])
-        result = (grad.detach().cpu().numpy(), float(loss.detach()),
-                  int(len(rows)))
+             for p in params]).detach()
+        mean = grad.double() / len(rows)
+        result = (grad.cpu().numpy(), float(loss.detach()), len(rows),
+                  float(mean @ mean))
         if return_buffers:
             result += ({name: b.detach().cpu().numpy().copy()
                         for name, b in module.named_buffers()},)
         return result
+
+
+def _load(module, weights, buffers, device):
+    """Copy the flat weights and the buffers into ``module``; return its
+    parameters."""
+    params = list(module.parameters())
+    with torch.no_grad():
+        vector_to_parameters(torch.from_numpy(weights).to(device), params)
+        for name, value in buffers.items():
+            module.get_buffer(name).copy_(torch.from_numpy(value))
+    return params
+
+
+def shards_loss(spec, weights, buffers, shards, rows):
+    """For each shard, the sum of per-example losses over its ``rows``.
+
+    Forward only, with the module in eval mode (no dropout, batch norm
+    from its running statistics): the training objective at ``weights``.
+
+    Parameters
+    ----------
+    spec, weights, buffers
+        As for :func:`chunk_gradient`.
+    shards : list of (X, y)
+    rows : list of numpy.ndarray of int
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> module = torch.nn.Linear(2, 1)
+    >>> spec = ModelSpec("doc-loss", module, torch.nn.MSELoss(), "cpu")
+    >>> w = np.zeros(3, "float32")
+    >>> X = np.ones((4, 2), "float32"); y = np.full((4, 1), 2.0, "float32")
+    >>> shards_loss(spec, w, {}, [(X, y), (X, y)], [np.arange(3), np.arange(1)])
+    [12.0, 4.0]
+    """
+    module, criterion, lock = _model(spec)
+    device = spec.device
+    sums = []
+    with lock, torch.no_grad():
+        _load(module, weights, buffers, device)
+        module.eval()
+        for (X, y), r in zip(shards, rows):
+            out = module(torch.as_tensor(X[r], device=device))
+            if spec.log_input:
+                out = torch.log(out + torch.finfo(out.dtype).eps)
+            loss = criterion(out, torch.as_tensor(y[r], device=device))
+            if getattr(criterion, "reduction", "mean") == "mean":
+                loss = loss * len(r)
+            sums.append(float(loss))
+    return sums
 
 
 def identity(x):

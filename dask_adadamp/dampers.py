@@ -1,0 +1,396 @@
+"""Batch-size schedules ("dampers"): how many examples the next update uses.
+
+Each schedule is a small class with one formula, in the style of
+``torch.optim.lr_scheduler``. A fit asks it for the next batch size before
+every update and tells it what the update measured afterwards; the
+schedule knows nothing of Dask. Pass one as ``batch_size``::
+
+    DaskClassifier(..., batch_size=GeoDamp(initial=128, factor=5, delay=60))
+    DaskClassifier(..., batch_size=GeoDamp, batch_size__initial=128)
+    DaskClassifier(..., batch_size=256)               # Constant(256)
+
+Notation: ``k`` = model updates so far, ``e`` = epochs so far, ``B0`` =
+``initial``. Schedules are scikit-learn estimators as far as parameters go
+(``get_params``, ``set_params``, ``clone``), so ``batch_size__factor`` can
+be grid-searched. What a schedule learns during a fit lives in attributes
+ending in ``_`` and travels with ``state_dict()`` / ``load_state_dict()``
+(``net.save_params(f_damper=...)``, or skorch's ``Checkpoint(f_damper=...)``).
+
+The estimator adds two things around every schedule:
+
+- ``dwell``: adaptive schedules are asked again only every ``dwell`` updates
+  (their evaluations can be expensive); in between the batch size is held.
+- ``max_batch_size``: when a schedule asks for ``B > max_batch_size``, the
+  update uses ``max_batch_size`` examples and the learning rate
+  ``lr * max_batch_size / B`` (Algorithm 1 of AdaDamp).
+
+Examples
+--------
+>>> from dask_adadamp.dampers import GeoDamp, Progress
+>>> damper = GeoDamp(initial=32, factor=2, delay=3)
+>>> [damper.batch_size(Progress(updates=0, epochs=e, n_train=1000))
+...  for e in range(7)]
+[32, 32, 32, 64, 64, 64, 128]
+"""
+import math
+import numbers
+from collections.abc import Callable, Sequence
+from typing import ClassVar, NamedTuple
+
+from sklearn.base import BaseEstimator
+
+
+class Progress(NamedTuple):
+    """What a schedule may read before an update.
+
+    ``loss(fraction=None)`` evaluates the mean training loss at the current
+    weights (on the cluster: the training shards, forward only), on a fixed
+    random ``fraction`` of the training set or on all of it.
+    """
+
+    updates: int
+    epochs: int
+    n_train: int
+    loss: Callable[..., float] | None = None
+
+
+class UpdateStats(NamedTuple):
+    """What one update measured, reported to the schedule after it.
+
+    ``chunk_sizes[j]`` examples went into chunk ``j`` (one Dask task), whose
+    mean gradient has squared norm ``chunk_sq_norms[j]``; ``sq_norm`` is the
+    squared norm of the update's mean gradient and ``loss`` its mean loss.
+    """
+
+    batch_size: int
+    loss: float
+    sq_norm: float
+    chunk_sizes: Sequence[int]
+    chunk_sq_norms: Sequence[float]
+
+
+class BaseDamper(BaseEstimator):
+    """A batch-size schedule. Subclasses implement :meth:`batch_size`.
+
+    Attributes
+    ----------
+    signal_name : str or None
+        History key under which the schedule's own signal (``signal_``)
+        is recorded after every update.
+    min_chunks : int
+        Fewest tasks an update must be split into (2 for schedules that
+        compare chunks with each other).
+    """
+
+    signal_name = None
+    min_chunks = 1
+
+    def batch_size(self, progress):
+        """The batch size the formula gives now (a number >= 1, or inf)."""
+        raise NotImplementedError
+
+    def lr_factor(self, progress):
+        """Multiplier of the learning rate for the next update."""
+        return 1.0
+
+    def observe(self, stats):
+        """Take note of an update's :class:`UpdateStats` (default: ignore)."""
+
+    def reset(self):
+        """Forget what was learned: the start of a new fit."""
+        for name in list(vars(self)):
+            if name.endswith("_") and not name.startswith("_"):
+                delattr(self, name)
+
+    def ask(self, progress):
+        """The next update's batch size, an int >= 1, held for ``dwell``
+        updates between two evaluations of :meth:`batch_size`."""
+        dwell = getattr(self, "dwell", 1)
+        asked_at = getattr(self, "asked_at_", None)
+        if asked_at is None or progress.updates - asked_at >= dwell:
+            size = self.batch_size(progress)
+            # inf (a loss at its minimum) and huge values become a finite
+            # int; the estimator caps it at the data or max_batch_size.
+            self.requested_ = math.ceil(min(max(size, 1), 2**62))
+            self.asked_at_ = progress.updates
+        return self.requested_
+
+    def check(self):
+        """Raise ValueError, naming the parameter, if one is out of range."""
+        for name, kind in self._checks.items():
+            _check_value(self, name, getattr(self, name), kind)
+
+    _checks: ClassVar[dict] = {}
+
+    def state_dict(self):
+        """What this schedule learned during the fit (plain Python values)."""
+        return {name: value for name, value in vars(self).items()
+                if name.endswith("_") and not name.startswith("_")}
+
+    def load_state_dict(self, state):
+        """Restore what :meth:`state_dict` returned."""
+        self.reset()
+        vars(self).update(state)
+
+
+def _check_value(owner, name, value, kind):
+    accepted = {
+        "positive int": isinstance(value, numbers.Integral)
+        and not isinstance(value, bool) and value >= 1,
+        "positive number": isinstance(value, numbers.Real)
+        and not isinstance(value, bool) and math.isfinite(value) and value > 0,
+        "number >= 0": isinstance(value, numbers.Real)
+        and not isinstance(value, bool) and math.isfinite(value) and value >= 0,
+        "number >= 1": isinstance(value, numbers.Real)
+        and not isinstance(value, bool) and math.isfinite(value) and value >= 1,
+        "finite number": isinstance(value, numbers.Real)
+        and not isinstance(value, bool) and math.isfinite(value),
+        "number in [0, 1)": isinstance(value, numbers.Real)
+        and not isinstance(value, bool) and 0 <= value < 1,
+        "None or a number in (0, 1]": value is None or (
+            isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and 0 < value <= 1),
+    }[kind]
+    if not accepted:
+        raise ValueError(f"{type(owner).__name__}({name}={value!r}) is not "
+                         f"accepted; {name} must be a {kind}")
+
+
+class Constant(BaseDamper):
+    """``B = B0``: plain mini-batch SGD.
+
+    >>> Constant(64).batch_size(Progress(updates=10, epochs=3, n_train=1000))
+    64
+    """
+
+    _checks: ClassVar[dict] = {"initial": "positive int"}
+
+    def __init__(self, initial=128):
+        self.initial = initial
+
+    def batch_size(self, progress):
+        return self.initial
+
+
+class GradientDescent(BaseDamper):
+    """``B = n``: the whole training set every update.
+
+    >>> GradientDescent().batch_size(Progress(updates=0, epochs=0, n_train=1000))
+    1000
+    """
+
+    def batch_size(self, progress):
+        return progress.n_train
+
+
+class PadaDamp(BaseDamper):
+    """``B_k = ceil(B0 + rate * k)``: linear growth in model updates.
+
+    >>> PadaDamp(initial=16, rate=0.5).batch_size(
+    ...     Progress(updates=10, epochs=0, n_train=1000))
+    21.0
+    """
+
+    _checks: ClassVar[dict] = {"initial": "positive int", "rate": "number >= 0"}
+
+    def __init__(self, initial=32, rate=1.0):
+        self.initial = initial
+        self.rate = rate
+
+    def batch_size(self, progress):
+        return self.initial + self.rate * progress.updates
+
+
+class GeoDamp(BaseDamper):
+    """``B = B0 * factor ** floor(e / delay)``: geometric growth in epochs."""
+
+    _checks: ClassVar[dict] = {"initial": "positive int", "factor": "number >= 1",
+               "delay": "positive int"}
+
+    def __init__(self, initial=32, factor=2, delay=10):
+        self.initial = initial
+        self.factor = factor
+        self.delay = delay
+
+    def batch_size(self, progress):
+        return self.initial * self.factor ** (progress.epochs // self.delay)
+
+
+class GeoDampLR(BaseDamper):
+    """Constant ``B0``; the learning rate is divided by ``factor`` every
+    ``delay`` epochs (step decay, the classic baseline for GeoDamp).
+
+    >>> damper = GeoDampLR(initial=32, factor=10, delay=5)
+    >>> damper.lr_factor(Progress(updates=0, epochs=12, n_train=1000))
+    0.01
+    """
+
+    _checks: ClassVar[dict] = {"initial": "positive int", "factor": "number >= 1",
+               "delay": "positive int"}
+
+    def __init__(self, initial=32, factor=2, delay=10):
+        self.initial = initial
+        self.factor = factor
+        self.delay = delay
+
+    def batch_size(self, progress):
+        return self.initial
+
+    def lr_factor(self, progress):
+        return 1.0 / self.factor ** (progress.epochs // self.delay)
+
+
+class AdaDamp(BaseDamper):
+    """``B_k = ceil(B0 * (F(w_0) - F*) / (F(w_k) - F*))``.
+
+    ``F`` is the mean training loss, evaluated on the cluster before every
+    ``dwell``-th update (forward passes over the training shards, the module
+    in eval mode), ``F* = loss_min``. The signal recorded is the loss ratio
+    ``(F(w_0) - F*) / (F(w_k) - F*)``.
+
+    Parameters
+    ----------
+    initial : int
+        ``B0``.
+    loss_min : float
+        ``F*``, the least training loss reachable (0 for most losses).
+    approx : float in (0, 1] or None
+        Evaluate ``F`` on this fraction of the training set (the same
+        random rows each time), or on all of it.
+    dwell : int
+        Evaluate ``F`` every ``dwell`` updates and hold the batch size in
+        between.
+    """
+
+    signal_name = "loss_ratio"
+    _checks: ClassVar[dict] = {"initial": "positive int", "loss_min": "finite number",
+               "approx": "None or a number in (0, 1]", "dwell": "positive int"}
+
+    def __init__(self, initial=32, loss_min=0.0, approx=None, dwell=1):
+        self.initial = initial
+        self.loss_min = loss_min
+        self.approx = approx
+        self.dwell = dwell
+
+    def batch_size(self, progress):
+        loss = progress.loss(self.approx)
+        if getattr(self, "loss0_", None) is None:
+            self.loss0_ = loss
+        excess = loss - self.loss_min
+        self.signal_ = ((self.loss0_ - self.loss_min) / excess if excess > 0
+                        else math.inf)
+        return self.initial * self.signal_
+
+
+class RadaDamp(BaseDamper):
+    """AdaDamp driven by what every update measures anyway.
+
+    ``B_k = ceil(B0 * max(1, R_0 / R_k))`` with ``R_k`` a bias-corrected
+    moving average (weight ``rho`` on the past) of
+    ``fudge * batch loss + |batch gradient|^2``, and ``R_0`` the first
+    update's value. No extra evaluation on the cluster; the signal recorded
+    is ``R_0 / R_k``.
+    """
+
+    signal_name = "loss_ratio"
+    _checks: ClassVar[dict] = {"initial": "positive int", "rho": "number in [0, 1)",
+               "fudge": "number >= 0", "dwell": "positive int"}
+
+    def __init__(self, initial=32, rho=0.9, fudge=0.01, dwell=1):
+        self.initial = initial
+        self.rho = rho
+        self.fudge = fudge
+        self.dwell = dwell
+
+    def observe(self, stats):
+        value = self.fudge * stats.loss + stats.sq_norm
+        if getattr(self, "first_", None) is None:
+            self.first_ = value
+        self.avg_ = _ema(getattr(self, "avg_", 0.0), value, self.rho)
+        self.seen_ = getattr(self, "seen_", 0) + 1
+        current = self.avg_ / (1 - self.rho ** self.seen_)
+        self.signal_ = self.first_ / current if current > 0 else math.inf
+
+    def batch_size(self, progress):
+        return self.initial * max(1.0, getattr(self, "signal_", 1.0))
+
+
+class NoiseScaleDamp(BaseDamper):
+    """The batch size follows the gradient noise scale.
+
+    ``B_k = max(B0, ceil(scale * B_noise))`` with ``B_noise = tr(S) / |G|^2``
+    (McCandlish et al. 2018, "An empirical model of large-batch training"):
+    ``tr(S)`` the trace of the per-example gradients' covariance and ``G``
+    the true gradient. Both are estimated from every update's own tasks at
+    no extra cost. With ``n`` chunks, chunk ``j`` of ``b_j`` examples with
+    mean gradient ``g_j``, the update's mean gradient ``g_B`` over
+    ``B = sum b_j`` examples, and ``A = sum_j (b_j / B) |g_j|^2 - |g_B|^2``,
+    the unbiased estimates are::
+
+        tr(S) ~ B * A / (n - 1)          |G|^2 ~ |g_B|^2 - A / (n - 1)
+
+    (as ``E |g_j|^2 = |G|^2 + tr(S) / b_j``). Each is smoothed by a
+    bias-corrected moving average (weight ``beta`` on the past, as in
+    AdaScale and AdaptDL) before the ratio is taken. While the smoothed
+    ``|G|^2`` is not positive, the noise scale is infinite and the batch
+    goes to its maximum.
+
+    Every update is split into at least two tasks (``min_chunks = 2``),
+    also when it fits in one. An update of a single example gives no
+    estimate; the previous one is kept. The signal recorded is the
+    smoothed ``B_noise``.
+
+    Parameters
+    ----------
+    initial : int
+        ``B0``, also the floor.
+    scale : float
+        Fraction of the noise scale to use as the batch size.
+    beta : float in [0, 1)
+        Smoothing of the two estimates.
+    dwell : int
+        Updates between two changes of the batch size.
+    """
+
+    signal_name = "noise_scale"
+    min_chunks = 2
+    _checks: ClassVar[dict] = {"initial": "positive int", "scale": "positive number",
+               "beta": "number in [0, 1)", "dwell": "positive int"}
+
+    def __init__(self, initial=32, scale=1.0, beta=0.9, dwell=1):
+        self.initial = initial
+        self.scale = scale
+        self.beta = beta
+        self.dwell = dwell
+
+    def observe(self, stats):
+        n = len(stats.chunk_sizes)
+        if n < 2:
+            return
+        total = sum(stats.chunk_sizes)
+        spread = sum(b / total * s for b, s in
+                     zip(stats.chunk_sizes, stats.chunk_sq_norms)) - stats.sq_norm
+        trace = total * spread / (n - 1)
+        grad_sq = stats.sq_norm - spread / (n - 1)
+        self.trace_avg_ = _ema(getattr(self, "trace_avg_", 0.0), trace, self.beta)
+        self.grad_sq_avg_ = _ema(getattr(self, "grad_sq_avg_", 0.0), grad_sq, self.beta)
+        self.seen_ = getattr(self, "seen_", 0) + 1
+        # The same bias correction divides both averages: it cancels.
+        self.signal_ = (self.trace_avg_ / self.grad_sq_avg_
+                        if self.grad_sq_avg_ > 0 else math.inf)
+
+    def batch_size(self, progress):
+        noise_scale = getattr(self, "signal_", None)
+        if noise_scale is None:
+            return self.initial
+        return max(self.initial, self.scale * noise_scale)
+
+
+def _ema(average, value, weight):
+    return weight * average + (1 - weight) * value
+
+
+#: Schedules by name, for command lines and configuration files.
+DAMPERS = {cls.__name__: cls for cls in (
+    Constant, GradientDescent, PadaDamp, GeoDamp, GeoDampLR, AdaDamp,
+    RadaDamp, NoiseScaleDamp)}
