@@ -124,8 +124,13 @@ class DaskNetMixin:
         return self
 
     def set_params(self, **kwargs):
-        super().set_params(**kwargs)
-        if self.initialized_ and any(k.startswith("batch_size") for k in kwargs):
+        # skorch re-initializes modules, criteria and optimizers for the
+        # prefixed parameters it knows; the schedule is ours to rebuild.
+        schedule = {k: v for k, v in kwargs.items() if k.startswith("batch_size__")}
+        super().set_params(**{k: v for k, v in kwargs.items() if k not in schedule})
+        vars(self).update(schedule)
+        self._params_to_validate.update(schedule)
+        if self.initialized_ and (schedule or "batch_size" in kwargs):
             self._check_params()
             self.initialize_damper()
         return self
