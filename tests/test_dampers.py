@@ -128,7 +128,9 @@ def test_noise_scale_and_rada_batches_follow_their_signal(client, small_data):
         assert all(name in b for b, _ in batches)
         for (prev, _), (b, last_of_epoch) in zip(batches, batches[1:]):
             if isinstance(damper, NoiseScaleDamp):
-                want = max(16, math.ceil(min(0.5 * prev[name], 2**62)))
+                if prev[name] == math.inf:  # no estimate: held (tested below)
+                    continue
+                want = max(16, math.ceil(0.5 * prev[name]))
             else:
                 want = math.ceil(16 * max(1.0, prev[name]))
             want = min(want, len(X))
@@ -264,3 +266,11 @@ def test_formulas_without_a_fit():
     damper.reset()
     assert damper.state_dict() == {}
     assert GeoDamp(initial=5, factor=1.5, delay=1).ask(p._replace(epochs=2)) == 12
+    noise = NoiseScaleDamp(initial=4, scale=0.5, beta=0.0)  # no smoothing
+    assert noise.ask(p._replace(updates=0)) == 4
+    noise.observe(UpdateStats(20, 1.0, 0.01, [10, 10], [2.01, 2.01]))  # |G|^2 < 0
+    assert noise.signal_ == math.inf and noise.ask(p._replace(updates=1)) == 4
+    noise.observe(UpdateStats(20, 1.0, 1.0, [10, 10], [1.5, 1.5]))
+    # A = 1.5 - 1.0; tr(S) = 20 * A / 1 = 10; |G|^2 = 1.0 - A / 1 = 0.5
+    assert noise.signal_ == pytest.approx(20.0)
+    assert noise.ask(p._replace(updates=2)) == 10
