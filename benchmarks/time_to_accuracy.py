@@ -18,6 +18,7 @@ from skorch import NeuralNetClassifier
 from skorch.callbacks import Callback
 
 from dask_adadamp import DaskClassifier
+from dask_adadamp.dampers import GeoDamp, NoiseScaleDamp
 from dask_adadamp.datasets import mnist1d
 from dask_adadamp.models import MLP
 
@@ -35,11 +36,15 @@ CONFIGS = {
     "dask-adadamp, batch 64": (DaskClassifier, dict(batch_size=64, grads_per_worker=32)),
     "dask-adadamp, batch 512": (DaskClassifier, dict(batch_size=512, grads_per_worker=256,
                                                      lr=0.2)),
+    "dask-adadamp, GeoDamp 32 x2 every 3 epochs": (DaskClassifier, dict(
+        batch_size=GeoDamp(initial=32, factor=2, delay=3), grads_per_worker=64, lr=0.1)),
+    "dask-adadamp, NoiseScaleDamp from 32": (DaskClassifier, dict(
+        batch_size=NoiseScaleDamp(initial=32, scale=0.2), grads_per_worker=64, lr=0.1)),
 }
 
 
 class StopAtAccuracy(Callback):
-    """Score the test set after every epoch; stop at the target."""
+    """Score the test set after every epoch; stop at the target (if any)."""
 
     def __init__(self, X_test, y_test, target):
         self.X_test, self.y_test, self.target = X_test, y_test, target
@@ -51,7 +56,7 @@ class StopAtAccuracy(Callback):
         accuracy = float(np.mean(net.predict(self.X_test) == self.y_test))
         net.history.record("test_acc", accuracy)
         net.history.record("elapsed", time.perf_counter() - self.start)
-        if accuracy >= self.target:
+        if self.target is not None and accuracy >= self.target:
             raise KeyboardInterrupt  # skorch's way to end a fit early
 
 

@@ -1,0 +1,170 @@
+"""Benchmark 5: the claim of AdaDamp on a strongly convex problem.
+
+Least squares on generated data, ``F(w) = mean((x_i . w - y_i)^2)`` (torch's
+``MSELoss``), a linear model without bias started at ``w = 0``, and the
+exact optimum ``F*`` from ``numpy.linalg.lstsq``. Every schedule trains
+with plain SGD (no momentum) on a 2-worker local cluster until
+``F(w) - F* <= eps`` (evaluated exactly on the client after every update),
+and the table counts model updates and examples processed. The claim:
+AdaDamp needs about as few updates as gradient descent and about as few
+examples as constant-batch SGD (within 2x of each).
+
+Each schedule uses its own best learning rate from one grid (``LRS``, the
+fewest updates to eps), found with ``--tune``; the default run uses the
+rates that tuning found (``TUNED``).
+
+    python benchmarks/strongly_convex.py [--quick] [--tune]
+
+``--quick`` runs the small problem that tests/test_benchmarks.py checks.
+"""
+import argparse
+import math
+
+import numpy as np
+import torch
+from distributed import Client, LocalCluster
+from skorch.callbacks import Callback
+
+from dask_adadamp import DaskRegressor
+from dask_adadamp.dampers import (AdaDamp, Constant, GeoDamp, GradientDescent,
+                                  NoiseScaleDamp, PadaDamp)
+
+from common import table
+
+# The problem: n examples, d features scaled from 1 down to smin (condition
+# number about 1 / smin^2), noise sigma on the targets so that stochastic
+# gradients stay noisy at the optimum.
+FULL = dict(n=10_000, d=20, sigma=1.0, smin=0.3, wscale=0.3, seed=0, eps_rel=1e-3,
+            max_updates=8000)
+QUICK = dict(n=1000, d=10, sigma=1.0, smin=0.5, wscale=0.4, seed=3, eps_rel=1e-2,
+             max_updates=1500)
+B0 = 8
+LRS = (0.003, 0.01, 0.03, 0.1, 0.3)
+
+# name -> schedule, given F*. PadaDamp's rate and GeoDamp's growth were
+# picked from {1, 4, 16} and delay {1, 2} for fewest updates.
+SCHEDULES = {
+    "SGD": lambda f_star: Constant(B0),
+    "GD": lambda f_star: GradientDescent(),
+    "AdaDamp": lambda f_star: AdaDamp(initial=B0, loss_min=f_star),
+    "PadaDamp": lambda f_star: PadaDamp(initial=B0, rate=4),
+    "GeoDamp": lambda f_star: GeoDamp(initial=B0, factor=2, delay=1),
+    "NoiseScaleDamp": lambda f_star: NoiseScaleDamp(initial=B0, scale=1.0, beta=0.9),
+}
+# Best rates of LRS found by --tune, per problem.
+TUNED = {
+    "full": {"SGD": 0.003, "GD": 0.3, "AdaDamp": 0.3, "PadaDamp": 0.1,
+             "GeoDamp": 0.01, "NoiseScaleDamp": 0.3},
+    "quick": {"SGD": 0.03, "GD": 0.3, "AdaDamp": 0.3, "PadaDamp": 0.1,
+              "GeoDamp": 0.03, "NoiseScaleDamp": 0.3},
+}
+
+
+def least_squares(n, d, sigma, smin, wscale, seed):
+    """Features ``X`` (float32), targets ``y`` of shape (n, 1) and ``F*``."""
+    rng = np.random.default_rng(seed)
+    X = (rng.standard_normal((n, d)) * np.logspace(0, np.log10(smin), d)).astype("float32")
+    w_true = wscale * rng.standard_normal(d)
+    y = (X @ w_true + sigma * rng.standard_normal(n)).astype("float32")[:, None]
+    X64, y64 = X.astype("float64"), y.astype("float64")
+    w_star = np.linalg.lstsq(X64, y64, rcond=None)[0]
+    return X, y, float(np.mean((X64 @ w_star - y64) ** 2))
+
+
+class StopAtExcessLoss(Callback):
+    """Record ``F(w) - F*`` after every update; stop at ``eps`` or after
+    ``max_updates``."""
+
+    def __init__(self, X, y, f_star, eps, max_updates):
+        self.X, self.y = X.astype("float64"), y.astype("float64")
+        self.f_star, self.eps, self.max_updates = f_star, eps, max_updates
+
+    def excess(self, net):
+        w = net.module_.weight.detach().double().numpy().T
+        return float(np.mean((self.X @ w - self.y) ** 2)) - self.f_star
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        if not training:
+            return
+        excess = self.excess(net)
+        net.history.record_batch("excess", excess)
+        done = sum(len(e["batches"]) for e in net.history)
+        if excess <= self.eps or done >= self.max_updates:
+            raise KeyboardInterrupt  # skorch's way to end a fit early
+
+
+def run_to_eps(name, lr, problem, client):
+    """Train one schedule at one rate; updates and examples until eps."""
+    X, y, f_star = least_squares(**{k: problem[k] for k in
+                                    ("n", "d", "sigma", "smin", "wscale", "seed")})
+    stop = StopAtExcessLoss(X, y, f_star, 0, problem["max_updates"])
+    est = DaskRegressor(
+        torch.nn.Linear, module__in_features=X.shape[1], module__out_features=1,
+        module__bias=False, criterion=torch.nn.MSELoss, optimizer=torch.optim.SGD,
+        lr=lr, batch_size=SCHEDULES[name](f_star), grads_per_worker=64,
+        max_epochs=10_000, train_split=None, random_state=problem["seed"],
+        client=client, callbacks=[("stop", stop)], verbose=0).initialize()
+    torch.nn.init.zeros_(est.module_.weight)
+    stop.eps = problem["eps_rel"] * stop.excess(est)  # relative to F(w_0) - F*
+    with np.errstate(over="ignore", invalid="ignore"):
+        try:
+            est.partial_fit(X, y)
+        except FloatingPointError:  # diverged at this rate
+            return {"schedule": name, "lr": lr, "reached": False,
+                    "updates": math.inf, "examples": math.inf}
+    batches = [b for e in est.history for b in e["batches"] if "batch_size" in b]
+    reached = bool(batches) and batches[-1]["excess"] <= stop.eps
+    return {"schedule": name, "lr": lr, "reached": reached,
+            "updates": len(batches) if reached else math.inf,
+            "examples": sum(b["batch_size"] for b in batches) if reached else math.inf,
+            "max_batch": max(b["batch_size"] for b in batches)}
+
+
+def run(quick=False, tune=False, client=None, names=tuple(SCHEDULES)):
+    """The table for the schedules ``names``, each at its tuned (or best) rate."""
+    problem, key = (QUICK, "quick") if quick else (FULL, "full")
+    own = client is None
+    if own:
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0")
+        client = Client(cluster)
+    try:
+        rows = []
+        for name in names:
+            tried = [run_to_eps(name, lr, problem, client)
+                     for lr in (LRS if tune else [TUNED[key][name]])]
+            rows.append(min(tried, key=lambda r: (r["updates"], r["examples"])))
+            print(rows[-1], flush=True)
+    finally:
+        if own:
+            client.close()
+            cluster.close()
+    by = {r["schedule"]: r for r in rows}
+    return {"problem": {**problem, "B0": B0}, "rows": rows, "tuned": tune,
+            "updates_vs_gd": by["AdaDamp"]["updates"] / by["GD"]["updates"],
+            "examples_vs_sgd": by["AdaDamp"]["examples"] / by["SGD"]["examples"]}
+
+
+def markdown(result):
+    p = result["problem"]
+    lines = [f"Least squares, n={p['n']}, d={p['d']}, noise {p['sigma']}, feature scales "
+             f"1..{p['smin']}; eps = {p['eps_rel']:g} (F(w_0) - F*); B0 = {p['B0']}; "
+             f"plain SGD, each schedule at its best rate of {list(LRS)}"
+             f"{' (tuned in this run)' if result['tuned'] else ''}; 2 local workers.", "",
+             table(["schedule", "lr", "reached eps", "model updates", "examples",
+                    "largest batch"],
+                   [[r["schedule"], r["lr"], "yes" if r["reached"] else "no",
+                     r["updates"], r["examples"], r.get("max_batch", "")]
+                    for r in result["rows"]]), "",
+             f"AdaDamp: {result['updates_vs_gd']:.2f}x the model updates of gradient "
+             f"descent (goal <= 2), {result['examples_vs_sgd']:.2f}x the examples of "
+             "constant-batch SGD (goal <= 2)."]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="the small problem")
+    parser.add_argument("--tune", action="store_true",
+                        help="try every rate of LRS for every schedule")
+    args = parser.parse_args()
+    print(markdown(run(args.quick, args.tune)))

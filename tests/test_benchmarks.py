@@ -1,0 +1,17 @@
+"""The claims of the benchmarks, checked at a small size."""
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
+
+import strongly_convex  # noqa: E402
+
+
+def test_adadamp_needs_few_updates_and_few_examples(client):
+    """Least squares with an exact F*: AdaDamp reaches eps within 2x the
+    model updates of gradient descent and 2x the examples of SGD."""
+    result = strongly_convex.run(quick=True, client=client,
+                                 names=("SGD", "GD", "AdaDamp"))
+    assert all(r["reached"] for r in result["rows"])
+    assert result["updates_vs_gd"] <= 2
+    assert result["examples_vs_sgd"] <= 2
