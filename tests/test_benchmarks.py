@@ -9,7 +9,8 @@ import strongly_convex  # noqa: E402
 
 def test_adadamp_needs_few_updates_and_few_examples(client):
     """Least squares with an exact F*: AdaDamp reaches eps within 2x the
-    model updates of gradient descent and 2x the examples of SGD."""
+    model updates of gradient descent and 2x the examples of SGD (medians
+    over four seeded problems)."""
     result = strongly_convex.run(quick=True, client=client,
                                  names=("SGD", "GD", "AdaDamp"))
     assert all(r["reached"] for r in result["rows"])
