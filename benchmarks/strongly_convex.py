@@ -36,7 +36,7 @@ from common import table
 # gradients stay noisy at the optimum.
 FULL = dict(n=10_000, d=20, sigma=1.0, smin=0.3, wscale=0.3, eps_rel=1e-3,
             max_updates=8000, seeds=(0, 1, 2))
-QUICK = dict(n=1000, d=10, sigma=1.0, smin=0.5, wscale=0.4, eps_rel=3e-3,
+QUICK = dict(n=8000, d=10, sigma=1.0, smin=0.5, wscale=0.4, eps_rel=3e-3,
              max_updates=1500, seeds=(0, 1, 2, 3))
 B0 = 8
 LRS = (0.003, 0.01, 0.03, 0.1, 0.3)
@@ -101,7 +101,7 @@ def run_to_eps(name, lr, problem, client, max_updates=None):
     est = DaskRegressor(
         torch.nn.Linear, module__in_features=X.shape[1], module__out_features=1,
         module__bias=False, criterion=torch.nn.MSELoss, optimizer=torch.optim.SGD,
-        lr=lr, batch_size=SCHEDULES[name](f_star), grads_per_worker=64,
+        lr=lr, batch_size=SCHEDULES[name](f_star), grads_per_worker=256,
         max_epochs=10_000, train_split=None, random_state=problem["seed"],
         client=client, callbacks=[("stop", stop)], verbose=0).initialize()
     torch.nn.init.zeros_(est.module_.weight)

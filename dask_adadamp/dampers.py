@@ -133,27 +133,28 @@ class BaseDamper(BaseEstimator):
         vars(self).update(state)
 
 
+def _number(value):
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+# What a parameter may be, by the words the error message uses.
+_KINDS = {
+    "a positive integer": lambda v: isinstance(v, numbers.Integral)
+    and not isinstance(v, bool) and v >= 1,
+    "a positive number": lambda v: _number(v) and v > 0,
+    "a number >= 0": lambda v: _number(v) and v >= 0,
+    "a number >= 1": lambda v: _number(v) and v >= 1,
+    "a finite number": _number,
+    "a number in [0, 1)": lambda v: _number(v) and 0 <= v < 1,
+    "None or a number in (0, 1]": lambda v: v is None or (_number(v) and 0 < v <= 1),
+}
+
+
 def _check_value(owner, name, value, kind):
-    accepted = {
-        "positive int": isinstance(value, numbers.Integral)
-        and not isinstance(value, bool) and value >= 1,
-        "positive number": isinstance(value, numbers.Real)
-        and not isinstance(value, bool) and math.isfinite(value) and value > 0,
-        "number >= 0": isinstance(value, numbers.Real)
-        and not isinstance(value, bool) and math.isfinite(value) and value >= 0,
-        "number >= 1": isinstance(value, numbers.Real)
-        and not isinstance(value, bool) and math.isfinite(value) and value >= 1,
-        "finite number": isinstance(value, numbers.Real)
-        and not isinstance(value, bool) and math.isfinite(value),
-        "number in [0, 1)": isinstance(value, numbers.Real)
-        and not isinstance(value, bool) and 0 <= value < 1,
-        "None or a number in (0, 1]": value is None or (
-            isinstance(value, numbers.Real) and not isinstance(value, bool)
-            and 0 < value <= 1),
-    }[kind]
-    if not accepted:
+    if not _KINDS[kind](value):
         raise ValueError(f"{type(owner).__name__}({name}={value!r}) is not "
-                         f"accepted; {name} must be a {kind}")
+                         f"accepted; {name} must be {kind}")
 
 
 class Constant(BaseDamper):
@@ -163,7 +164,7 @@ class Constant(BaseDamper):
     64
     """
 
-    _checks: ClassVar[dict] = {"initial": "positive int"}
+    _checks: ClassVar[dict] = {"initial": "a positive integer"}
 
     def __init__(self, initial=128):
         self.initial = initial
@@ -191,7 +192,8 @@ class PadaDamp(BaseDamper):
     21.0
     """
 
-    _checks: ClassVar[dict] = {"initial": "positive int", "rate": "number >= 0"}
+    _checks: ClassVar[dict] = {
+        "initial": "a positive integer", "rate": "a number >= 0"}
 
     def __init__(self, initial=32, rate=1.0):
         self.initial = initial
@@ -204,8 +206,9 @@ class PadaDamp(BaseDamper):
 class GeoDamp(BaseDamper):
     """``B = B0 * factor ** floor(e / delay)``: geometric growth in epochs."""
 
-    _checks: ClassVar[dict] = {"initial": "positive int", "factor": "number >= 1",
-               "delay": "positive int"}
+    _checks: ClassVar[dict] = {
+        "initial": "a positive integer", "factor": "a number >= 1",
+        "delay": "a positive integer"}
 
     def __init__(self, initial=32, factor=2, delay=10):
         self.initial = initial
@@ -225,8 +228,9 @@ class GeoDampLR(BaseDamper):
     0.01
     """
 
-    _checks: ClassVar[dict] = {"initial": "positive int", "factor": "number >= 1",
-               "delay": "positive int"}
+    _checks: ClassVar[dict] = {
+        "initial": "a positive integer", "factor": "a number >= 1",
+        "delay": "a positive integer"}
 
     def __init__(self, initial=32, factor=2, delay=10):
         self.initial = initial
@@ -263,8 +267,9 @@ class AdaDamp(BaseDamper):
     """
 
     signal_name = "loss_ratio"
-    _checks: ClassVar[dict] = {"initial": "positive int", "loss_min": "finite number",
-               "approx": "None or a number in (0, 1]", "dwell": "positive int"}
+    _checks: ClassVar[dict] = {
+        "initial": "a positive integer", "loss_min": "a finite number",
+        "approx": "None or a number in (0, 1]", "dwell": "a positive integer"}
 
     def __init__(self, initial=32, loss_min=0.0, approx=None, dwell=1):
         self.initial = initial
@@ -293,8 +298,9 @@ class RadaDamp(BaseDamper):
     """
 
     signal_name = "loss_ratio"
-    _checks: ClassVar[dict] = {"initial": "positive int", "rho": "number in [0, 1)",
-               "fudge": "number >= 0", "dwell": "positive int"}
+    _checks: ClassVar[dict] = {
+        "initial": "a positive integer", "rho": "a number in [0, 1)",
+        "fudge": "a number >= 0", "dwell": "a positive integer"}
 
     def __init__(self, initial=32, rho=0.9, fudge=0.01, dwell=1):
         self.initial = initial
@@ -359,8 +365,9 @@ class NoiseScaleDamp(BaseDamper):
 
     signal_name = "noise_scale"
     min_chunks = 2
-    _checks: ClassVar[dict] = {"initial": "positive int", "scale": "positive number",
-               "beta": "number in [0, 1)", "dwell": "positive int"}
+    _checks: ClassVar[dict] = {
+        "initial": "a positive integer", "scale": "a positive number",
+        "beta": "a number in [0, 1)", "dwell": "a positive integer"}
 
     def __init__(self, initial=32, scale=0.2, beta=0.99, dwell=1):
         self.initial = initial

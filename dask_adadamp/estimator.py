@@ -126,11 +126,12 @@ class DaskNetMixin:
     def set_params(self, **kwargs):
         # skorch re-initializes modules, criteria and optimizers for the
         # prefixed parameters it knows; the schedule is ours to rebuild.
-        schedule = {k: v for k, v in kwargs.items() if k.startswith("batch_size__")}
+        schedule = {k: v for k, v in kwargs.items()
+                    if k == "batch_size" or k.startswith("batch_size__")}
         super().set_params(**{k: v for k, v in kwargs.items() if k not in schedule})
         vars(self).update(schedule)
         self._params_to_validate.update(schedule)
-        if self.initialized_ and (schedule or "batch_size" in kwargs):
+        if self.initialized_ and schedule:
             self._check_params()
             self.initialize_damper()
         return self

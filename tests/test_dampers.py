@@ -185,6 +185,10 @@ def test_schedule_parameters_route_like_skorch(client, small_data):
     # set_params on a fitted estimator takes effect at once
     b.set_params(batch_size__initial=48)
     assert b.damper_.initial == 48
+    c = make_classifier(batch_size=GeoDamp(initial=24), max_epochs=1).fit(X, y)
+    c.set_params(batch_size=64)
+    assert isinstance(c.damper_, Constant) and c.damper_.initial == 64
+    assert c.fit(X, y).history[-1, "batch_size"] == 64
 
 
 def test_clone_pickle_and_grid_search_over_schedule_parameters(client, small_data):
@@ -243,7 +247,7 @@ def test_adaptive_schedules_do_not_depend_on_the_number_of_workers(client, small
     ({"batch_size": torch.nn.Linear}, "schedule from dask_adadamp.dampers"),
     ({"batch_size": GeoDamp(factor=0.5)}, r"GeoDamp\(factor=0.5\) is not accepted"),
     ({"batch_size": NoiseScaleDamp(beta=1)}, "beta must be a number in"),
-    ({"batch_size": AdaDamp(approx=0)}, "approx must be a None or a number"),
+    ({"batch_size": AdaDamp(approx=0)}, "approx must be None or a number"),
     ({"batch_size": 64, "batch_size__factor": 2}, "need a schedule"),
     ({"batch_size": GeoDamp, "batch_size__speed": 2}, "do not fit GeoDamp"),
     ({"batch_size": GeoDamp(), "batch_size__speed": 2}, "Invalid parameter 'speed'"),
