@@ -56,7 +56,7 @@ TUNED = {
     "full": {"SGD": 0.003, "GD": 0.3, "AdaDamp": 0.3, "PadaDamp": 0.1,
              "GeoDamp": 0.01, "NoiseScaleDamp": 0.3},
     "quick": {"SGD": 0.01, "GD": 0.3, "AdaDamp": 0.3, "PadaDamp": 0.1,
-              "GeoDamp": 0.03, "NoiseScaleDamp": 0.3},
+              "GeoDamp": 0.01, "NoiseScaleDamp": 0.1},
 }
 
 
