@@ -167,7 +167,10 @@ class FitSession:
         self.spec = spec
         self.token = spec.token
         self._calls = 0
+        self._generation = 0
         self._shards = []
+        self._holders = []
+        self._workers = []
         self.X = None
         try:
             self._place(X, y, shard_rows, seed)
@@ -197,14 +200,40 @@ class FitSession:
             # Data in the graph is the point: it lets the scheduler re-create
             # a shard whose worker died.
             warnings.filterwarnings("ignore", "Sending large graph")
-            for i, rows in enumerate(self.shard_ids):
-                where = ({"workers": [workers[i % len(workers)]],
-                          "allow_other_workers": True} if workers else {})
-                self._shards.append(tuple(
-                    self.client.submit(worker.identity, data[rows],
-                                       key=(f"adadamp-shard-{name}-{self.token}", i),
-                                       **where)
-                    for name, data in (("X", X), ("y", y))))
+            self._shards = [self._put(i, X[rows], y[rows], workers)
+                            for i, rows in enumerate(self.shard_ids)]
+        self._workers = workers
+        self._holders = [workers[i % len(workers)] if workers else None
+                         for i in range(len(self._shards))]
+
+    def _put(self, i, X, y, workers):
+        """Shard ``i`` as tasks on ``workers[i mod P]`` (a loose restriction:
+        if that worker dies, the scheduler runs them elsewhere)."""
+        where = ({"workers": [workers[i % len(workers)]], "allow_other_workers": True}
+                 if workers else {})
+        self._generation += 1
+        return tuple(
+            self.client.submit(worker.identity, data,
+                               key=(f"adadamp-shard-{name}-{self.token}", i,
+                                    self._generation), **where)
+            for name, data in (("X", X), ("y", y)))
+
+    def follow(self, workers):
+        """Spread the shards over ``workers`` (addresses), shard ``i`` on
+        worker ``i mod P``, moving only those that are elsewhere.
+
+        A moved shard is a new task reading the old one, so its data goes
+        from worker to worker, and a lost copy can still be re-created.
+        """
+        workers = sorted(workers)
+        if not workers or workers == self._workers:
+            return
+        for i, (X, y) in enumerate(self._shards):
+            target = workers[i % len(workers)]
+            if self._holders[i] != target:
+                self._shards[i] = self._put(i, X, y, workers)
+                self._holders[i] = target
+        self._workers = workers
 
     def _place_dask(self, X, y):
         """Persist the arrays' row blocks where they are; each is a shard."""
@@ -223,6 +252,11 @@ class FitSession:
         self._shards = [(by_key[kx], by_key[ky])
                         for kx, ky, n in zip(keys_X, keys_y, X.chunks[0]) if n]
         self.X = X
+        # The blocks stay where the user's cluster put them until the set of
+        # workers changes (then follow() spreads them like numpy shards).
+        where = self.client.who_has([X for X, _ in self._shards])
+        self._holders = [min(where.get(X.key) or (None,)) for X, _ in self._shards]
+        self._workers = sorted(self.client.nthreads())
 
     def check_finite(self):
         """Raise ValueError if the placed X holds NaN or infinity."""
@@ -331,6 +365,11 @@ class FitSession:
         """Workers in the cluster now."""
         return len(self.client.nthreads())
 
+    def workers_used(self, update):
+        """How many workers hold the shards an update reads (its tasks run
+        where their shard is)."""
+        return len({self._holders[chunk.shard] for chunk in update.chunks})
+
     def close(self):
         """Release everything this fit placed on the cluster.
 
@@ -349,6 +388,78 @@ class FitSession:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class Scaler:
+    """Hold a cluster at the number of workers an update's batch asks for.
+
+    ``request(B)`` asks the cluster manager behind the client
+    (``client.cluster``: LocalCluster, dask-jobqueue, dask-kubernetes,
+    anything with ``.scale``) for ``clip(ceil(B / grads_per_worker),
+    min_workers, max_workers)`` workers. It does not wait for them: the
+    fit trains on the workers it has and spreads its shards to new ones as
+    they arrive (:meth:`FitSession.follow`). Workers are retired before the
+    cluster closes them, so that their data moves first. ``close()`` gives
+    the cluster back at the size it was found.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    grads_per_worker : int
+    min_workers, max_workers : int or None
+    """
+
+    def __init__(self, client, grads_per_worker, min_workers=None, max_workers=None):
+        self.client = client
+        self.grads_per_worker = grads_per_worker
+        self.low = min_workers or 1
+        self.high = max_workers or math.inf
+        self.cluster = getattr(client, "cluster", None)
+        self.target = self._seen = None
+        if self.cluster is None or not hasattr(self.cluster, "scale"):
+            warnings.warn(
+                "min_workers/max_workers need a cluster manager behind the client "
+                "(client.cluster), and this client has none; training on the "
+                f"{len(client.nthreads())} workers that exist", UserWarning, stacklevel=3)
+            self.cluster = None
+            self.found = None
+        else:
+            self.found = self._size()
+
+    def _size(self):
+        spec = getattr(self.cluster, "worker_spec", None)
+        return len(spec) if spec is not None else len(self.client.nthreads())
+
+    def request(self, batch_size):
+        """Ask for the workers ``batch_size`` needs; True if that changed."""
+        target = max(self.low, min(self.high, math.ceil(batch_size / self.grads_per_worker)))
+        if self.cluster is None or target == self.target:
+            return False
+        self._scale(target)
+        self.target = target
+        return True
+
+    def _scale(self, n):
+        spec = getattr(self.cluster, "worker_spec", None)
+        if spec is not None and n < len(spec):
+            # SpecCluster.scale closes its newest workers without retiring
+            # them (their data would be lost): retire those first.
+            self.client.retire_workers(names=list(spec)[n:], close_workers=False)
+        self.cluster.scale(n)
+
+    def arrivals(self):
+        """The workers there are now, while the cluster is not yet at the
+        size asked for (one call to the scheduler); else None."""
+        if self.cluster is None or self.target is None or self._seen == self.target:
+            return None
+        workers = list(self.client.scheduler_info()["workers"])
+        self._seen = len(workers)
+        return workers
+
+    def close(self):
+        """Give the cluster back at the size it was found."""
+        if self.cluster is not None and self.target is not None:
+            self._scale(self.found)
 
 
 class GradientSums(NamedTuple):

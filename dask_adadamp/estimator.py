@@ -56,6 +56,13 @@ class DaskNetMixin:
         Seeds the module's initialization, the placement of the data and
         every update's sample. With an int, fits are repeatable bit for
         bit, whatever the number of workers.
+    min_workers, max_workers : int or None (default=None)
+        When either is set, the fit holds the cluster behind the client
+        (``client.cluster``: LocalCluster, dask-jobqueue, dask-kubernetes,
+        anything with ``.scale``) at ``clip(ceil(B / grads_per_worker),
+        min_workers, max_workers)`` workers for an update of ``B``
+        examples, and gives it back at the size it found when the fit
+        ends. None for both: the cluster is left alone.
     max_batch_size : int or None (default=None)
         Most examples an update uses. When the batch-size schedule asks for
         ``B`` larger than this, the update uses ``max_batch_size`` examples
@@ -84,12 +91,15 @@ class DaskNetMixin:
     prefixes_ = NeuralNet.prefixes_ + ["batch_size"]
 
     def __init__(self, module, *args, client=None, grads_per_worker=128,
-                 random_state=None, max_batch_size=None, **kwargs):
+                 random_state=None, max_batch_size=None, min_workers=None,
+                 max_workers=None, **kwargs):
         super().__init__(module, *args, **kwargs)
         self.client = client
         self.grads_per_worker = grads_per_worker
         self.random_state = random_state
         self.max_batch_size = max_batch_size
+        self.min_workers = min_workers
+        self.max_workers = max_workers
 
     # --- initialization -------------------------------------------------
 
@@ -185,9 +195,16 @@ class DaskNetMixin:
         if not _positive_int(self.grads_per_worker):
             raise ValueError(f"grads_per_worker={self.grads_per_worker!r} is not "
                              "accepted; it must be a positive integer")
-        if not (self.max_batch_size is None or _positive_int(self.max_batch_size)):
-            raise ValueError(f"max_batch_size={self.max_batch_size!r} is not "
-                             "accepted; use None or a positive integer")
+        for name in ("max_batch_size", "min_workers", "max_workers"):
+            value = getattr(self, name)
+            if not (value is None or _positive_int(value)):
+                raise ValueError(f"{name}={value!r} is not accepted; use None or a "
+                                 "positive integer")
+        if (self.min_workers is not None and self.max_workers is not None
+                and self.min_workers > self.max_workers):
+            raise ValueError(
+                f"min_workers={self.min_workers} is more than max_workers="
+                f"{self.max_workers}; min_workers must be at most max_workers")
         try:
             if self.device is not None:
                 torch.device(self.device)
@@ -231,33 +248,51 @@ class DaskNetMixin:
                            "dataset_valid": dataset_valid}
         iterator_valid = (None if dataset_valid is None
                           else self.get_iterator(dataset_valid, training=False))
-        with engine.FitSession(client, X_train, y_train, spec, shard_rows,
-                               self.seed_) as session:
-            if isinstance(X_train, da.Array):
-                session.check_finite()
-            self._session = session
-            try:
-                for _ in range(epochs):
-                    self.notify("on_epoch_begin", **on_epoch_kwargs)
-                    self.run_single_epoch(self._updates(session), training=True,
-                                          prefix="train", step_fn=self.train_step)
-                    self._record_epoch(session)
-                    self.run_single_epoch(iterator_valid, training=False,
-                                          prefix="valid",
-                                          step_fn=self.validation_step)
-                    self.notify("on_epoch_end", **on_epoch_kwargs)
-            finally:
-                del self._session
+        scaler = (engine.Scaler(client, self.grads_per_worker, self.min_workers,
+                                self.max_workers)
+                  if self.min_workers or self.max_workers else None)
+        try:
+            with engine.FitSession(client, X_train, y_train, spec, shard_rows,
+                                   self.seed_) as session:
+                if isinstance(X_train, da.Array):
+                    session.check_finite()
+                self._session = session
+                try:
+                    for _ in range(epochs):
+                        self.notify("on_epoch_begin", **on_epoch_kwargs)
+                        self.run_single_epoch(self._updates(session, scaler),
+                                              training=True, prefix="train",
+                                              step_fn=self.train_step)
+                        self._record_epoch(session)
+                        self.run_single_epoch(iterator_valid, training=False,
+                                              prefix="valid",
+                                              step_fn=self.validation_step)
+                        self.notify("on_epoch_end", **on_epoch_kwargs)
+                finally:
+                    del self._session
+        finally:
+            # After the shards are released: less data to move off the
+            # workers that leave.
+            if scaler is not None:
+                scaler.close()
         return self
 
-    def _updates(self, session):
-        """Yield this epoch's updates, asking the schedule for each size."""
+    def _updates(self, session, scaler=None):
+        """Yield this epoch's updates, asking the schedule for each size
+        (and the cluster for the workers that size needs)."""
         epoch = len(self.history) - 1
         rng = np.random.default_rng([self.seed_, 2, epoch])
         sampler = EpochSampler(session.shard_ids, self.grads_per_worker, rng)
         while sampler.remaining:
-            yield sampler.take(self.get_batch_size(session),
-                               min_chunks=self.damper_.min_chunks)
+            size = self.get_batch_size(session)
+            if scaler is not None:
+                scaler.request(size)
+                # Spread the shards over workers that arrived (or are gone);
+                # the update does not wait for workers still starting.
+                workers = scaler.arrivals()
+                if workers is not None:
+                    session.follow(workers)
+            yield sampler.take(size, min_chunks=self.damper_.min_chunks)
 
     def get_batch_size(self, session):
         """Batch size of the next update; sets the learning-rate factor
@@ -311,6 +346,7 @@ class DaskNetMixin:
                 group["lr"] = lr_base
         self.damper_.observe(self._last_stats)
         self.history.record_batch("batch_size", len(batch))
+        self.history.record_batch("n_workers", self._session.workers_used(batch))
         self.history.record_batch("lr", lr)
         name = self.damper_.signal_name
         if name is not None and getattr(self.damper_, "signal_", None) is not None:

@@ -12,7 +12,7 @@ import threading
 
 import cloudpickle
 import torch
-from torch.nn.utils import parameters_to_vector, vector_to_parameters
+from torch.nn.utils import parameters_to_vector
 
 # Models built on this worker process, by fit token. Building one costs a
 # deserialization and an allocation; an update costs neither.
@@ -189,8 +189,17 @@ def _load(module, weights, buffers, device):
     """Copy the flat weights and the buffers into ``module``; return its
     parameters."""
     params = list(module.parameters())
+    flat = torch.from_numpy(weights)
+    offset = 0
     with torch.no_grad():
-        vector_to_parameters(torch.from_numpy(weights).to(device), params)
+        # Copied into the parameters' own storage, never viewed in place
+        # (as vector_to_parameters does): the weights arrive at whatever
+        # alignment the message left them, and some CPU kernels (a one-row
+        # matrix-vector product) round differently at other alignments.
+        for p in params:
+            n = p.numel()
+            p.copy_(flat[offset:offset + n].view_as(p))
+            offset += n
         for name, value in buffers.items():
             module.get_buffer(name).copy_(torch.from_numpy(value))
     return params

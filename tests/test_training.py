@@ -10,6 +10,8 @@ from dask.utils import key_split
 from distributed import Client, get_task_stream, wait
 
 from dask_adadamp import DaskRegressor
+from dask_adadamp.models import MLP
+from dask_adadamp.worker import ModelSpec, chunk_gradient
 
 from conftest import adadamp_keys, make_classifier, make_cluster, weights
 
@@ -267,3 +269,24 @@ def test_updates_are_spread_over_the_workers(client, digits_data):
     full = [w for w in workers_per_update.values() if len(w) == 2]
     assert len(full) == 22  # 11 full updates of 128 per epoch, 2 epochs
     assert sum(len(set(w)) == 2 for w in full) >= 0.9 * len(full)
+
+
+def test_gradients_do_not_depend_on_where_the_weights_landed_in_memory():
+    """Weights arrive at any alignment in a message; a one-row chunk (a
+    matrix-vector product) once rounded differently at some of them."""
+    torch.manual_seed(0)
+    module = MLP(40, 10, (256, 256))
+    spec = ModelSpec("align", module, torch.nn.CrossEntropyLoss(), "cpu")
+    w = torch.nn.utils.parameters_to_vector(module.parameters()).detach().numpy()
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(4, 40)).astype("float32")
+    y = rng.integers(0, 10, 4)
+    grads = []
+    for offset in range(0, 64, 4):
+        buffer = np.zeros(w.nbytes + 128, np.uint8)
+        start = (-buffer.ctypes.data) % 64 + offset
+        moved = np.frombuffer(buffer[start:start + w.nbytes], np.float32)
+        moved[...] = w
+        grads.append(chunk_gradient(spec, moved, {}, X, y, np.array([1]), seed=0)[0])
+    for g in grads[1:]:
+        np.testing.assert_array_equal(g, grads[0])
