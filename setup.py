@@ -17,6 +17,7 @@ setup(
         "distributed>=2024.1",
         "dask-ml>=2024.4",
         "cloudpickle>=2.0",
+        "pandas",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-timeout>=2"],
