@@ -459,7 +459,11 @@ class Scaler:
     def close(self):
         """Give the cluster back at the size it was found."""
         if self.cluster is not None and self.target is not None:
-            self._scale(self.found)
+            try:
+                self._scale(self.found)
+            except Exception:  # never hide the error that ended the fit
+                logger.warning("could not scale the cluster back to %d workers",
+                               self.found, exc_info=True)
 
 
 class GradientSums(NamedTuple):

@@ -274,8 +274,8 @@ def _parts(batch_sizes, n_params, cluster):
     sizes = _check_sizes(batch_sizes)
     _check_argument("n_params", n_params, "a positive integer")
     if not isinstance(cluster, Cluster):
-        raise ValueError(f"cluster={cluster!r} is not accepted; pass a "
-                         "dask_adadamp.simulate.Cluster")
+        raise TypeError(f"cluster={cluster!r} is not accepted; pass a "
+                        "dask_adadamp.simulate.Cluster")
     workers = np.clip(_ceil_div(sizes, cluster.grads_per_worker), 1, cluster.max_workers)
     compute = cluster.grad_time * _ceil_div(sizes, workers)
     transfer = BYTES_PER_PARAM * n_params / cluster.bandwidth

@@ -181,7 +181,7 @@ def test_update_seconds_errors(sizes, n_params, match):
 
 
 def test_cluster_must_be_a_cluster():
-    with pytest.raises(ValueError, match="pass a dask_adadamp.simulate.Cluster"):
+    with pytest.raises(TypeError, match="pass a dask_adadamp.simulate.Cluster"):
         update_seconds(SIZES, N_PARAMS, {"grad_time": 1e-3})
 
 
