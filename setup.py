@@ -20,7 +20,8 @@ setup(
         "pandas",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2"],
+        "test": ["pytest>=7", "pytest-timeout>=2", "matplotlib"],
+        "plot": ["matplotlib"],
         "demo": ["mnist1d>=0.0.2"],
     },
     entry_points={"console_scripts": ["dask-adadamp=dask_adadamp.__main__:main"]},

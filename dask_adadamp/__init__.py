@@ -7,6 +7,7 @@ The estimators are skorch nets; only their training loop runs on Dask::
     est.fit(X, y)
 """
 from .estimator import DaskClassifier, DaskNetMixin, DaskRegressor
+from .plots import plot_history
 
-__all__ = ["DaskClassifier", "DaskNetMixin", "DaskRegressor"]
+__all__ = ["DaskClassifier", "DaskNetMixin", "DaskRegressor", "plot_history"]
 __version__ = "0.1.0"
