@@ -12,15 +12,14 @@ than SGD and no more than 1.2x its epochs.
     python benchmarks/dampers_mnist1d.py [--quick]
 """
 import torch
+from common import main, table
 from distributed import Client, LocalCluster
+from time_to_accuracy import StopAtAccuracy
 
 from dask_adadamp import DaskClassifier
 from dask_adadamp.dampers import GeoDamp, NoiseScaleDamp
 from dask_adadamp.datasets import mnist1d
 from dask_adadamp.models import MLP
-
-from common import main, table
-from time_to_accuracy import StopAtAccuracy
 
 EPOCHS = 40
 B0 = 32
@@ -39,21 +38,32 @@ RUNS = {
 }
 
 
-def run(quick=False):
-    X, X_test, y, y_test = mnist1d()
-    epochs = 8 if quick else EPOCHS
-    curves = {}
+def fit_runs(runs, epochs, data):
+    """Fit every configuration of ``runs`` (name -> parameters beside
+    ``COMMON``) on a 2-worker local cluster, scoring the test set after every
+    epoch (``test_acc`` and ``elapsed`` in the history); the fitted
+    estimators by name."""
+    X, X_test, y, y_test = data
+    fitted = {}
     with LocalCluster(n_workers=2, threads_per_worker=1,
                       dashboard_address=":0") as cluster, Client(cluster) as client:
-        for name, params in RUNS.items():
+        for name, params in runs.items():
             score = StopAtAccuracy(X_test, y_test, target=None)
-            est = DaskClassifier(**COMMON, **params, max_epochs=epochs, client=client,
-                                 callbacks=[("score", score)]).fit(X, y)
-            curves[name] = [{"epoch": row["epoch"], "test_acc": row["test_acc"],
-                             "model_updates": row["model_updates"],
-                             "batch_size": row["batch_size"], "seconds": row["elapsed"]}
-                            for row in est.history]
-            print(name, [round(r["test_acc"], 3) for r in curves[name]], flush=True)
+            fitted[name] = est = DaskClassifier(
+                **COMMON, **params, max_epochs=epochs, client=client,
+                callbacks=[("score", score)]).fit(X, y)
+            print(name, [round(a, 3) for a in est.history[:, "test_acc"]], flush=True)
+    return fitted
+
+
+def run(quick=False):
+    epochs = 8 if quick else EPOCHS
+    fitted = fit_runs(RUNS, epochs, mnist1d())
+    curves = {name: [{"epoch": row["epoch"], "test_acc": row["test_acc"],
+                      "model_updates": row["model_updates"],
+                      "batch_size": row["batch_size"], "seconds": row["elapsed"]}
+                     for row in est.history]
+              for name, est in fitted.items()}
     sgd = curves[next(iter(RUNS))]
     target = sgd[-1]["test_acc"] - 0.01
     rows = []

@@ -24,25 +24,19 @@ import time
 
 import numpy as np
 import torch
-from distributed import Client, LocalCluster
+from common import main, table
+from dampers_mnist1d import COMMON, fit_runs
 
-from dask_adadamp import DaskClassifier
 from dask_adadamp.dampers import GeoDamp
 from dask_adadamp.datasets import mnist1d
 from dask_adadamp.models import MLP
 from dask_adadamp.simulate import Cluster, simulate
 
-from common import main, table
-from time_to_accuracy import StopAtAccuracy
-
 EPOCHS = 20
 B0 = 32
-HIDDEN = (256, 256)
-GRADS_PER_WORKER = 64
-COMMON = dict(module=MLP, module__n_features=40, module__hidden=HIDDEN,
-              criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.SGD,
-              optimizer__momentum=0.9, grads_per_worker=GRADS_PER_WORKER,
-              train_split=None, random_state=0, verbose=0)
+# The model and optimizer of benchmarks/dampers_mnist1d.py.
+HIDDEN = COMMON["module__hidden"]
+GRADS_PER_WORKER = COMMON["grads_per_worker"]
 SMALL = f"SGD, batch {B0}"
 # name -> parameters. The learning rates of SGD and GeoDamp are the best of
 # {0.01, 0.03, 0.1} found by benchmarks/dampers_mnist1d.py; batch 1024's is
@@ -87,21 +81,14 @@ def grad_time(X, y, repeats=50):
 def run(quick=False):
     # Other work on a shared machine slows the fits' clock, not the simulation.
     load = os.getloadavg()[0]
-    X, X_test, y, y_test = mnist1d()
+    X, X_test, y, y_test = data = mnist1d()
     epochs = 4 if quick else EPOCHS  # 4: GeoDamp grows once
-    histories, fits = {}, {}
-    with LocalCluster(n_workers=2, threads_per_worker=1,
-                      dashboard_address=":0") as two, Client(two) as client:
-        for name, params in RUNS.items():
-            score = StopAtAccuracy(X_test, y_test, target=None)
-            est = DaskClassifier(**COMMON, **params, max_epochs=epochs, client=client,
-                                 callbacks=[("score", score)]).fit(X, y)
-            histories[name] = h = est.history
-            fits[name] = {"test_acc": [row["test_acc"] for row in h],
-                          "epoch_batch_sizes": [row["batch_size"] for row in h],
-                          "seconds": h[-1, "elapsed"]}
-            print(name, [round(a, 3) for a in fits[name]["test_acc"]], flush=True)
-        n_params = sum(p.numel() for p in est.module_.parameters())
+    fitted = fit_runs(RUNS, epochs, data)
+    histories = {name: est.history for name, est in fitted.items()}
+    fits = {name: {"test_acc": h[:, "test_acc"], "epoch_batch_sizes": h[:, "batch_size"],
+                   "seconds": h[-1, "elapsed"]}
+            for name, h in histories.items()}
+    n_params = sum(p.numel() for p in fitted[SMALL].module_.parameters())
 
     cluster = Cluster(grad_time=grad_time(X, y), **NETWORK)
     tables = {reduction: simulate(histories, n_params,
