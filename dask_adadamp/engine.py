@@ -324,14 +324,12 @@ class FitSession:
         """
         self._calls += 1
         rows = rows or [np.arange(len(ids)) for ids in self.shard_ids]
-        # Grouped by where the shards are now, so that no shard moves and
-        # an evaluation costs one round of P tasks, not one per shard.
-        where = self.client.who_has([X for X, _ in self._shards])
+        # Grouped by the worker each shard was placed on, so that no shard
+        # moves and an evaluation costs one round of P tasks, not one per shard.
         groups = {}
-        for (X, y), r in zip(self._shards, rows):
+        for shard, holder, r in zip(self._shards, self._holders, rows):
             if len(r):
-                holder = min(where.get(X.key) or ("",))
-                groups.setdefault(holder, []).append(((X, y), r))
+                groups.setdefault(str(holder), []).append((shard, r))
         results = self._run(f"adadamp-loss-{self.token}", [
             (worker.shards_loss, (self.spec, weights, buffers,
                                   [s for s, _ in group], [r for _, r in group]), {})

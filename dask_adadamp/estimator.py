@@ -35,9 +35,11 @@ from torch.nn.utils import parameters_to_vector
 from torch.utils.data import DataLoader, Subset
 
 from . import engine
-from .dampers import BaseDamper, Constant, Progress, UpdateStats
+from .dampers import _KINDS, BaseDamper, Constant, Progress, UpdateStats
 from .sampling import EpochSampler
 from .worker import ModelSpec
+
+_positive_int = _KINDS["a positive integer"]
 
 
 class DaskNetMixin:
@@ -546,11 +548,6 @@ class DaskNetMixin:
         if not (state.get("client") is None or isinstance(state["client"], str)):
             state["client"] = None
         return state
-
-
-def _positive_int(value):
-    return (isinstance(value, numbers.Integral) and not isinstance(value, bool)
-            and value > 0)
 
 
 def _local_device(device):
