@@ -19,13 +19,14 @@ import math
 import os
 import uuid
 import warnings
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import dask.array as da
 import numpy as np
 import torch
 from dask.core import flatten
-from distributed import Client, LocalCluster, futures_of
+from distributed import Client, LocalCluster, futures_of, get_worker, rejoin, secede
 
 from . import worker
 
@@ -87,6 +88,29 @@ def _close_embedded():
         if cluster is not None:
             cluster.close()
     _EMBEDDED.clear()
+
+
+@contextmanager
+def seceded():
+    """Give up the worker thread while a fit runs inside a Dask task.
+
+    A fit run by a task (joblib's Dask backend, dask-ml's incremental
+    searches) submits its own tasks and waits for them. Holding a worker
+    thread meanwhile can leave none to run them: with one thread per
+    worker and one such fit per worker, nothing would ever run. This is
+    what :func:`distributed.worker_client` does; outside a task it does
+    nothing.
+    """
+    try:
+        get_worker()
+    except ValueError:
+        yield
+        return
+    secede()
+    try:
+        yield
+    finally:
+        rejoin()
 
 
 def check_device(client, device):

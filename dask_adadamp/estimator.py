@@ -20,6 +20,7 @@ One fit, seen from the client::
       release the shards
 """
 import numbers
+import time
 import warnings
 from contextlib import contextmanager
 
@@ -29,12 +30,14 @@ import torch
 from sklearn.base import clone
 from sklearn.utils import check_random_state
 from skorch import NeuralNet, NeuralNetClassifier, NeuralNetRegressor
+from skorch.callbacks import ProgressBar as SkorchProgressBar
 from skorch.dataset import Dataset
 from skorch.utils import to_numpy
 from torch.nn.utils import parameters_to_vector
 from torch.utils.data import DataLoader, Subset
 
-from . import engine
+from . import dashboard, engine
+from .callbacks import ProgressBar
 from .dampers import _KINDS, BaseDamper, Constant, Progress, UpdateStats
 from .sampling import EpochSampler
 from .worker import ModelSpec
@@ -222,6 +225,19 @@ class DaskNetMixin:
                 f"random_state={rs!r} is not accepted; use None, an integer "
                 "in [0, 2**32) or a numpy RandomState")
 
+    def _check_callbacks(self):
+        if isinstance(self.batch_size, numbers.Integral):
+            return
+        for name, cb in self.callbacks_:
+            if (isinstance(cb, SkorchProgressBar) and not isinstance(cb, ProgressBar)
+                    and cb.batches_per_epoch == "auto"):
+                raise ValueError(
+                    f"callback {name!r}: skorch's ProgressBar(batches_per_epoch="
+                    "'auto') divides by batch_size, which is a schedule here "
+                    f"({self.batch_size!r}); use dask_adadamp.ProgressBar(), "
+                    "which counts examples, or ProgressBar(batches_per_epoch="
+                    "'count')")
+
     # --- the fit loop ---------------------------------------------------
 
     def fit_loop(self, X, y=None, epochs=None, *, _routing_method="fit",
@@ -237,10 +253,17 @@ class DaskNetMixin:
                 "module's forward runs on the workers with X only")
         self._check_params()
         self.check_training_readiness()
+        self._check_callbacks()
         epochs = epochs if epochs is not None else self.max_epochs
         X_train, y_train, dataset_train, dataset_valid = self._split(X, y)
         self._check_loss_on_client(X_train, y_train)
 
+        with engine.seceded():
+            return self._fit_on_cluster(X_train, y_train, dataset_train,
+                                        dataset_valid, epochs)
+
+    def _fit_on_cluster(self, X_train, y_train, dataset_train, dataset_valid,
+                        epochs):
         client = engine.resolve_client(self.client)
         engine.check_device(client, self.device or "cpu")
         spec = ModelSpec(engine.new_token(), self.module_, self.criterion_,
@@ -253,15 +276,20 @@ class DaskNetMixin:
         scaler = (engine.Scaler(client, self.grads_per_worker, self.min_workers,
                                 self.max_workers)
                   if self.min_workers or self.max_workers else None)
+        monitor = dashboard.FitMonitor(client, self._monitor_name(spec.token), {
+            "schedule": repr(self.damper_), "n_train": len(X_train),
+            "grads_per_worker": self.grads_per_worker})
+        status = "failed"
         try:
             with engine.FitSession(client, X_train, y_train, spec, shard_rows,
                                    self.seed_) as session:
                 if isinstance(X_train, da.Array):
                     session.check_finite()
-                self._session = session
+                self._session, self._monitor = session, monitor
                 try:
                     for _ in range(epochs):
                         self.notify("on_epoch_begin", **on_epoch_kwargs)
+                        self._tick = time.perf_counter()
                         self.run_single_epoch(self._updates(session, scaler),
                                               training=True, prefix="train",
                                               step_fn=self.train_step)
@@ -270,14 +298,27 @@ class DaskNetMixin:
                                               prefix="valid",
                                               step_fn=self.validation_step)
                         self.notify("on_epoch_end", **on_epoch_kwargs)
+                        monitor.epoch(self._epoch_record())
                 finally:
-                    del self._session
+                    del self._session, self._monitor
+            status = "finished"
         finally:
+            monitor.close(status)
             # After the shards are released: less data to move off the
             # workers that leave.
             if scaler is not None:
                 scaler.close()
         return self
+
+    def _monitor_name(self, token):
+        """How the dashboard names this fit: class, module and the token in
+        the fit's task keys."""
+        return f"{type(self).__name__}({type(self.module_).__name__}) {token}"
+
+    def _epoch_record(self):
+        row = self.history[-1]
+        return {key: row.get(key) for key in
+                ("epoch", "model_updates", "train_loss", "valid_loss", "dur")}
 
     def _updates(self, session, scaler=None):
         """Yield this epoch's updates, asking the schedule for each size
@@ -350,9 +391,23 @@ class DaskNetMixin:
         self.history.record_batch("batch_size", len(batch))
         self.history.record_batch("n_workers", self._session.workers_used(batch))
         self.history.record_batch("lr", lr)
+        record = {"batch_size": len(batch),
+                  "n_workers": self._session.workers_used(batch), "lr": lr}
         name = self.damper_.signal_name
         if name is not None and getattr(self.damper_, "signal_", None) is not None:
-            self.history.record_batch(name, float(self.damper_.signal_))
+            record[name] = float(self.damper_.signal_)
+        for key, value in record.items():
+            self.history.record_batch(key, value)
+        now = time.perf_counter()
+        # The wall-clock time since the previous update ended: sampling, the
+        # schedule's loss evaluations and the optimizer step all count.
+        record["examples_per_s"] = len(batch) / max(now - self._tick, 1e-9)
+        self._tick = now
+        self._monitor.update({
+            **record, "update": self._total("model_updates") + len(
+                self.history[-1, "batches"]),
+            "epoch": len(self.history), "loss": self._last_stats.loss,
+            "signal_name": name, "signal": record.get(name)})
         return step
 
     def train_step_single(self, batch, **fit_params):

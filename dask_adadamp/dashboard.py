@@ -1,0 +1,586 @@
+"""A live dask-adadamp page in the Dask dashboard.
+
+A fit reports its progress to the scheduler with a :class:`FitMonitor`;
+a :class:`DashboardPlugin` on the scheduler keeps the recent fits and serves
+them at ``/adadamp`` (a live Bokeh page in the dashboard's style) and
+``/adadamp/metrics.json``::
+
+    monitor = FitMonitor(client, "DaskClassifier(MLP) 3f2a9c1b04de",
+                         {"schedule": "AdaDamp(initial=32)"})
+    monitor.update({"update": 1, "epoch": 1, "batch_size": 32, "lr": 0.1,
+                    "n_workers": 2, "loss": 2.3, "examples_per_s": 900.0})
+    monitor.epoch({"epoch": 1, "model_updates": 10, "train_loss": 2.1,
+                   "valid_loss": None, "dur": 1.5})
+    monitor.close()
+
+Messages travel with ``client.log_event("adadamp", msg)``; the scheduler
+hands every event to every plugin's ``log_event``. Each message is a dict
+``{"fit": id, "kind": "start" | "updates" | "epoch" | "end", ...}`` and may
+carry new rows as ``"updates"`` and ``"epochs"``, each ``{column: [values]}``.
+The plugin's class is pickled by reference, so ``dask_adadamp`` must be
+importable on the scheduler; where it is not, the monitor warns once and
+does nothing.
+"""
+import json
+import logging
+import math
+import numbers
+import time
+import uuid
+import warnings
+import weakref
+from collections import OrderedDict
+
+from distributed.diagnostics.plugin import SchedulerPlugin
+from tornado import web
+
+logger = logging.getLogger(__name__)
+
+TOPIC = "adadamp"
+PLUGIN_NAME = "dask-adadamp-dashboard"
+UPDATE_COLUMNS = ("update", "epoch", "time", "batch_size", "lr", "n_workers",
+                  "loss", "examples_per_s", "signal")
+EPOCH_COLUMNS = ("epoch", "model_updates", "train_loss", "valid_loss", "dur")
+# "time" is added by the monitor: seconds since the fit started.
+_RECORD_COLUMNS = tuple(c for c in UPDATE_COLUMNS if c != "time")
+FLUSH_INTERVAL = 0.5  # seconds between two sends of buffered update rows
+MAX_FITS = 20
+MAX_ROWS = 20_000
+PAGE_INTERVAL = 500  # ms between two refreshes of an open page
+
+# Registration costs a round trip and its outcome does not change for a
+# client, so it is done once per client.
+_registered = weakref.WeakKeyDictionary()
+
+
+def _value(x):
+    """``x`` as a msgpack- and JSON-friendly scalar.
+
+    Non-finite floats become None: JSON has no NaN and the plots show a
+    gap for None.
+    """
+    kind = type(x)
+    # Fast paths for what a fit sends most, before the general checks.
+    if kind is float:
+        return x if math.isfinite(x) else None
+    if x is None or kind is int or kind is str or kind is bool:
+        return x
+    if isinstance(x, numbers.Integral):
+        return int(x)
+    if not isinstance(x, numbers.Real) and hasattr(x, "item"):
+        x = x.item()  # numpy arrays of size one, torch tensors
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    return x if math.isfinite(x) else None
+
+
+def _ensure_plugin(client):
+    """Register the plugin on ``client``'s scheduler; whether it worked."""
+    try:
+        return _registered[client]
+    except (KeyError, TypeError):
+        pass
+    try:
+        if getattr(client, "asynchronous", False):
+            raise RuntimeError("asynchronous clients are not supported")
+        # Idempotent (a class attribute): a scheduler that has the plugin
+        # keeps it, with the fits it holds.
+        client.register_plugin(DashboardPlugin(), name=PLUGIN_NAME)
+        ok = True
+    except Exception as e:  # noqa: BLE001 - whatever failed, train without it
+        warnings.warn(
+            "dask-adadamp: the dashboard page is off for this client: the "
+            f"scheduler plugin could not be registered ({type(e).__name__}: "
+            f"{e}). Training goes on without it. Install dask_adadamp in the "
+            "scheduler's environment to get the page.",
+            RuntimeWarning, stacklevel=3)
+        ok = False
+    try:
+        _registered[client] = ok
+    except TypeError:
+        pass
+    return ok
+
+
+class FitMonitor:
+    """Report one fit's progress to the dask-adadamp dashboard page.
+
+    Update records are buffered and sent at most every
+    ``FLUSH_INTERVAL`` seconds (and at every epoch and at the end), so an
+    update costs a few microseconds and a send (one round trip to the
+    scheduler, about 1 ms) happens twice a second. No method raises:
+    monitoring must never break training.
+
+    Parameters
+    ----------
+    client : distributed.Client
+        The client of the fit; its scheduler gets the plugin on first use.
+    name : str
+        What the page calls the fit, e.g. ``"DaskClassifier(MLP) 3f2a9c1b"``.
+    info : dict, optional
+        Extras shown with the fit, e.g. ``{"schedule": "AdaDamp(initial=32)",
+        "n_train": 1000}``; values that are not numbers or strings are sent
+        as their ``str``.
+
+    Attributes
+    ----------
+    fit_id : str
+        A unique id of the fit (a uuid's hex).
+    enabled : bool
+        False when the plugin could not be registered: then every method
+        does nothing.
+    """
+
+    def __init__(self, client, name, info=None):
+        self.client = client
+        self.name = str(name)
+        self.fit_id = uuid.uuid4().hex
+        self.closed = False
+        self._started = time.monotonic()
+        self._last_flush = self._started
+        self._updates = {c: [] for c in UPDATE_COLUMNS}
+        self._epochs = {c: [] for c in EPOCH_COLUMNS}
+        self._signal_name = None
+        self.enabled = _ensure_plugin(client)
+        info = {str(k): _value(v) for k, v in (info or {}).items()}
+        self._send("start", name=self.name, info=info,
+                   client=getattr(client, "id", None))
+
+    def update(self, record):
+        """Buffer one model update's record; send the buffer if it is due.
+
+        Parameters
+        ----------
+        record : dict
+            ``update`` (cumulative, 1-based), ``epoch``, ``batch_size``,
+            ``lr``, ``n_workers``, ``loss``, ``examples_per_s``, and
+            optionally ``signal_name`` (``"loss_ratio"`` or
+            ``"noise_scale"``) with ``signal``. Missing keys become None.
+        """
+        if not self.enabled or self.closed:
+            return
+        try:
+            now = time.monotonic()
+            rows = self._updates
+            for column in _RECORD_COLUMNS:
+                rows[column].append(_value(record.get(column)))
+            rows["time"].append(now - self._started)
+            if record.get("signal_name") is not None:
+                self._signal_name = str(record["signal_name"])
+            if now - self._last_flush >= FLUSH_INTERVAL:
+                self.flush()
+        except Exception:
+            logger.debug("dask-adadamp dashboard: update failed", exc_info=True)
+
+    def epoch(self, record):
+        """Record one epoch and send everything buffered.
+
+        Parameters
+        ----------
+        record : dict
+            ``epoch``, ``model_updates``, ``train_loss``, ``valid_loss``
+            (may be None) and ``dur`` (seconds).
+        """
+        if not self.enabled or self.closed:
+            return
+        try:
+            for column in EPOCH_COLUMNS:
+                self._epochs[column].append(_value(record.get(column)))
+        except Exception:
+            logger.debug("dask-adadamp dashboard: epoch failed", exc_info=True)
+        self.flush(kind="epoch")
+
+    def flush(self, kind="updates", **extra):
+        """Send the buffered rows (and ``extra`` fields) in one message."""
+        if not self.enabled:
+            return
+        self._last_flush = time.monotonic()
+        updates, self._updates = self._updates, {c: [] for c in UPDATE_COLUMNS}
+        epochs, self._epochs = self._epochs, {c: [] for c in EPOCH_COLUMNS}
+        self._send(kind, updates=updates, epochs=epochs,
+                   signal_name=self._signal_name, **extra)
+
+    def close(self, status="finished"):
+        """Send what is left and mark the fit ``status``; later calls do nothing.
+
+        Parameters
+        ----------
+        status : {"finished", "failed"}
+        """
+        if self.closed:
+            return
+        try:
+            self.flush(kind="end", status=str(status))
+        finally:
+            self.closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        self.close("failed" if exc_type is not None else "finished")
+
+    def _send(self, kind, **fields):
+        if not self.enabled:
+            return
+        try:
+            self.client.log_event(TOPIC, {"fit": self.fit_id, "kind": kind,
+                                          **fields})
+        except Exception:
+            logger.debug("dask-adadamp dashboard: sending %r failed", kind,
+                         exc_info=True)
+
+
+class _Table:
+    """Columns of rows that stay under ``max_rows`` by thinning.
+
+    When full, every other row is dropped and from then on only every
+    ``stride``-th row is kept, so a long fit keeps its whole shape at a
+    coarser resolution. ``version`` counts the thinnings, which tells a
+    page that the rows it already has are stale.
+    """
+
+    def __init__(self, columns, max_rows):
+        self.columns = {c: [] for c in columns}
+        self.max_rows = max_rows
+        self.stride = 1
+        self.seen = 0
+        self.version = 0
+
+    def __len__(self):
+        return len(next(iter(self.columns.values())))
+
+    def extend(self, rows):
+        if not rows:
+            return
+        n = max(len(v) for v in rows.values())
+        for i in range(n):
+            if self.seen % self.stride == 0:
+                for name, column in self.columns.items():
+                    values = rows.get(name)
+                    column.append(values[i] if values and i < len(values)
+                                  else None)
+            self.seen += 1
+            if len(self) >= self.max_rows:
+                for column in self.columns.values():
+                    del column[1::2]
+                self.stride *= 2
+                self.version += 1
+
+
+class _Fit:
+    def __init__(self, fit_id, max_rows):
+        self.fit = fit_id
+        self.name = fit_id
+        self.info = {}
+        self.client = None
+        self.status = "running"
+        self.started = self.updated = time.time()
+        self.signal_name = None
+        self.updates = _Table(UPDATE_COLUMNS, max_rows)
+        self.epochs = _Table(EPOCH_COLUMNS, max_rows)
+
+    def to_dict(self):
+        return {"fit": self.fit, "name": self.name, "info": self.info,
+                "status": self.status, "started": self.started,
+                "updated": self.updated, "signal_name": self.signal_name,
+                "updates": self.updates.columns,
+                "epochs": self.epochs.columns}
+
+
+class DashboardPlugin(SchedulerPlugin):
+    """Scheduler plugin that keeps recent fits and serves the page.
+
+    Registered by :class:`FitMonitor`. It adds to the scheduler's web
+    server ``/adadamp/metrics.json`` and, when the scheduler runs the
+    Bokeh dashboard, the live page ``/adadamp`` with a link in the
+    navigation bar.
+
+    Parameters
+    ----------
+    max_fits : int
+        How many fits are kept; the oldest finished ones go first.
+    max_rows : int
+        Rows kept per fit and table, by thinning (see ``_Table``).
+    """
+
+    name = PLUGIN_NAME
+    idempotent = True
+
+    def __init__(self, max_fits=MAX_FITS, max_rows=MAX_ROWS):
+        self.max_fits = max_fits
+        self.max_rows = max_rows
+        self.fits = OrderedDict()
+        # Bumped on every change so pages skip refreshes with nothing new.
+        self.changes = 0
+
+    async def start(self, scheduler):
+        # No await in here: the scheduler checks for an existing plugin only
+        # before calling start, so an await could let two concurrent
+        # registrations both add the routes.
+        app = getattr(scheduler, "http_application", None)
+        if app is None:
+            return
+        dashboard = _distributed_dashboard(app)
+        prefix = dashboard.prefix.rstrip("/") if dashboard is not None else ""
+        app.add_handlers(r".*", [(prefix + r"/adadamp/metrics\.json",
+                                  _MetricsHandler, {"plugin": self})])
+        if dashboard is not None:
+            try:
+                _add_page(self, scheduler, app, dashboard.prefix)
+            except Exception:
+                logger.warning("dask-adadamp: could not add the /adadamp page",
+                               exc_info=True)
+
+    def log_event(self, topic, msg):
+        """Take a message of a :class:`FitMonitor`; cheap, it runs in the
+        scheduler's event loop."""
+        if topic != TOPIC or not isinstance(msg, dict) or "fit" not in msg:
+            return
+        fit = self.fits.get(msg["fit"])
+        if fit is None:
+            fit = self.fits[msg["fit"]] = _Fit(str(msg["fit"]), self.max_rows)
+            self._evict()
+        kind = msg.get("kind")
+        if kind == "start":
+            fit.name = str(msg.get("name", fit.name))
+            fit.info = msg.get("info") or {}
+            fit.client = msg.get("client")
+        fit.updates.extend(msg.get("updates"))
+        fit.epochs.extend(msg.get("epochs"))
+        if msg.get("signal_name"):
+            fit.signal_name = msg["signal_name"]
+        if kind == "end":
+            fit.status = "failed" if msg.get("status") == "failed" else "finished"
+        fit.updated = time.time()
+        self.changes += 1
+
+    def remove_client(self, scheduler, client):
+        # A client that leaves mid-fit never sends "end".
+        for fit in self.fits.values():
+            if fit.client == client and fit.status == "running":
+                fit.status = "failed"
+                fit.updated = time.time()
+                self.changes += 1
+
+    def metrics(self, fit_id=None):
+        """The ``metrics.json`` document: ``{"fits": [fit, ...]}``, oldest
+        first, or only the fit ``fit_id``."""
+        return {"fits": [f.to_dict() for f in self.fits.values()
+                         if fit_id is None or f.fit == fit_id]}
+
+    def _evict(self):
+        while len(self.fits) > self.max_fits:
+            done = [k for k, f in self.fits.items() if f.status != "running"]
+            del self.fits[done[0] if done else next(iter(self.fits))]
+
+
+def _distributed_dashboard(app):
+    """The scheduler's own Bokeh application, or None when it has none."""
+    try:
+        from bokeh.server.server import BokehTornado
+    except ImportError:
+        return None
+    for application in getattr(app, "applications", []):
+        if isinstance(application, BokehTornado):
+            return application
+    return None
+
+
+class _MetricsHandler(web.RequestHandler):
+    """``GET /adadamp/metrics.json[?fit=ID]``."""
+
+    def initialize(self, plugin):
+        self.plugin = plugin
+
+    def get(self):
+        doc = self.plugin.metrics(self.get_argument("fit", None))
+        self.set_header("Content-Type", "application/json")
+        self.write(json.dumps(doc))
+
+
+def _add_page(plugin, scheduler, app, prefix):
+    """Serve the Bokeh page at ``<prefix>/adadamp`` like the built-in ones."""
+    from functools import partial
+
+    from distributed.dashboard import scheduler as dashboard_scheduler
+    from distributed.dashboard.core import BokehApplication
+    from tornado.ioloop import IOLoop
+
+    # The built-in pages share this (memoized) dict, so an entry added here
+    # shows in every page's navigation bar.
+    variables = dashboard_scheduler.template_variables(scheduler)
+    if "adadamp" not in variables["pages"]:
+        variables["pages"].append("adadamp")
+    bokeh_app = BokehApplication({"/adadamp": partial(_page_doc, plugin)},
+                                 scheduler, prefix=prefix,
+                                 template_variables=variables)
+    app.add_application(bokeh_app)
+    bokeh_app.initialize(IOLoop.current())
+    bokeh_app.start()
+
+
+def _page_doc(plugin, scheduler, extra, doc):
+    from distributed.dashboard.components import add_periodic_callback
+    from distributed.dashboard.components.scheduler import BOKEH_THEME, env
+
+    page = AdadampPage(plugin)
+    page.update()
+    add_periodic_callback(doc, page, PAGE_INTERVAL)
+    doc.add_root(page.root)
+    doc.title = "dask-adadamp"
+    doc.theme = BOKEH_THEME
+    doc.template = env.get_template("simple.html")
+    doc.template_variables.update(extra)
+
+
+SIGNAL_TITLES = {"loss_ratio": "Loss ratio", "noise_scale": "Noise-scale estimate"}
+
+
+class AdadampPage:
+    """The Bokeh components of one open ``/adadamp`` page.
+
+    Shows one fit: the most recent, until another is picked in the select
+    box. ``update`` (every ``PAGE_INTERVAL`` ms) streams only the rows the
+    browser does not have yet.
+
+    Parameters
+    ----------
+    plugin : DashboardPlugin
+        Where the fits are.
+    """
+
+    def __init__(self, plugin):
+        from bokeh.layouts import column, gridplot, row
+        from bokeh.models import ColumnDataSource, Div, Select
+
+        self.plugin = plugin
+        self.fit_id = None
+        self.follow_latest = True
+        self.seen_changes = -1
+        self.sent = {"updates": (0, 0), "epochs": (0, 0)}  # (version, rows)
+        self.sources = {
+            "updates": ColumnDataSource({c: [] for c in UPDATE_COLUMNS},
+                                        name="adadamp-updates"),
+            "epochs": ColumnDataSource({c: [] for c in EPOCH_COLUMNS},
+                                       name="adadamp-epochs"),
+        }
+        self.select = Select(title="Fit", options=[], width=500,
+                             name="adadamp-select")
+        self.select.on_change("value", self._on_select)
+        self.info = Div(text="No dask-adadamp fit yet.", name="adadamp-info",
+                        sizing_mode="stretch_width")
+
+        def plot(title, y, x="update", source="updates", **kwargs):
+            fig = self._figure(title, x, **kwargs)
+            fig.line(x, y, source=self.sources[source], line_width=2)
+            return fig
+
+        # Schedules grow the batch geometrically.
+        batch = plot("Batch size", "batch_size", y_axis_type="log")
+        x_range = batch.x_range  # zoom and pan together along the updates
+        self.signal_plot = plot("Schedule signal", "signal", x_range=x_range)
+        epochs = self._figure("Loss per epoch", "epoch")
+        for y, color, label in (("train_loss", "#1f77b4", "train"),
+                                ("valid_loss", "#ff7f0e", "valid")):
+            epochs.line("epoch", y, source=self.sources["epochs"], color=color,
+                        line_width=2, legend_label=label)
+            epochs.scatter("epoch", y, source=self.sources["epochs"],
+                           color=color, size=5)
+        epochs.legend.location = "top_right"
+        self.plots = [
+            batch,
+            plot("Learning rate", "lr", x_range=x_range),
+            plot("Workers in use", "n_workers", x_range=x_range),
+            plot("Training loss", "loss", x_range=x_range),
+            plot("Examples per second", "examples_per_s", x_range=x_range),
+            self.signal_plot,
+            epochs,
+        ]
+        self.root = column(
+            row(self.select, self.info, sizing_mode="stretch_width"),
+            gridplot(self.plots, ncols=2, sizing_mode="stretch_width",
+                     height=200, toolbar_location="right"),
+            sizing_mode="stretch_width", name="adadamp-root")
+
+    @staticmethod
+    def _figure(title, x, **kwargs):
+        from bokeh.plotting import figure
+
+        fig = figure(title=title, tools="pan,wheel_zoom,box_zoom,reset",
+                     x_axis_label="model update" if x == "update" else x,
+                     **kwargs)
+        fig.toolbar.logo = None
+        return fig
+
+    def update(self):
+        """Refresh from the plugin; cheap when nothing changed."""
+        if self.plugin.changes == self.seen_changes:
+            return
+        self.seen_changes = self.plugin.changes
+        fits = self.plugin.fits
+        if not fits:
+            return
+        latest = next(reversed(fits))
+        if self.follow_latest or self.fit_id not in fits:
+            self._show(latest)
+        options = [(k, f"{f.name} ({f.status})") for k, f in reversed(fits.items())]
+        if options != [tuple(o) for o in self.select.options]:
+            self.select.options = options
+        if self.select.value != self.fit_id:
+            self.select.value = self.fit_id
+        fit = fits[self.fit_id]
+        for table in ("updates", "epochs"):
+            self._stream(table, getattr(fit, table))
+        signal = SIGNAL_TITLES.get(fit.signal_name, fit.signal_name)
+        self.signal_plot.visible = signal is not None
+        if signal is not None and self.signal_plot.title.text != signal:
+            self.signal_plot.title.text = signal
+        text = self._info_text(fit)
+        if self.info.text != text:
+            self.info.text = text
+
+    def _show(self, fit_id):
+        if fit_id != self.fit_id:
+            self.fit_id = fit_id
+            self.sent = {"updates": (-1, 0), "epochs": (-1, 0)}
+
+    def _on_select(self, attr, old, new):
+        if new and new != self.fit_id and new in self.plugin.fits:
+            self.follow_latest = new == next(reversed(self.plugin.fits))
+            self._show(new)
+            self.seen_changes = -1
+            self.update()
+
+    def _stream(self, name, table):
+        import numpy as np
+
+        version, sent = self.sent[name]
+        if version == table.version and sent == len(table):
+            return
+        if version == table.version:
+            start = sent
+        else:
+            start = 0  # thinned or another fit: send it whole
+        # Floats, so that None (a gap) arrives as NaN.
+        new = {c: np.array(v[start:], dtype=float)
+               for c, v in table.columns.items()}
+        if start:
+            self.sources[name].stream(new)
+        else:
+            self.sources[name].data = new
+        self.sent[name] = (table.version, len(table))
+
+    @staticmethod
+    def _info_text(fit):
+        from html import escape
+
+        extras = ", ".join(f"{escape(str(k))}: {escape(str(v))}"
+                           for k, v in fit.info.items())
+        n_updates = fit.updates.seen
+        n_epochs = fit.epochs.seen
+        return (f"<b>{escape(fit.name)}</b> &mdash; {fit.status}, "
+                f"{n_updates} model updates, {n_epochs} epochs"
+                + (f"<br>{extras}" if extras else ""))
