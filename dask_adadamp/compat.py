@@ -211,16 +211,47 @@ async def _await_fixed(coroutine):
 
 
 class HyperbandSearchCV(_FixedFit, _HyperbandSearchCV):
-    __doc__ = _HyperbandSearchCV.__doc__
+    """dask-ml's :class:`~dask_ml.model_selection.HyperbandSearchCV`, whose
+    ``fit`` works with dask 2026.8 (see :mod:`dask_adadamp.compat`).
+
+    Parameters, attributes and methods are dask-ml's.
+
+    Examples
+    --------
+    >>> import dask.array as da, torch
+    >>> from distributed import Client, LocalCluster
+    >>> from sklearn.datasets import make_classification
+    >>> from dask_adadamp import DaskClassifier
+    >>> from dask_adadamp.compat import HyperbandSearchCV
+    >>> from dask_adadamp.models import MLP
+    >>> cluster = LocalCluster(n_workers=2, threads_per_worker=1,
+    ...                        dashboard_address=':0')
+    >>> client = Client(cluster)
+    >>> X, y = make_classification(n_samples=600, n_features=20, random_state=0)
+    >>> X = da.from_array(X.astype("float32"), chunks=200)
+    >>> y = da.from_array(y, chunks=200)
+    >>> est = DaskClassifier(MLP, module__n_features=20, module__n_classes=2,
+    ...                      criterion=torch.nn.CrossEntropyLoss, batch_size=64,
+    ...                      max_epochs=1, train_split=None, verbose=0,
+    ...                      random_state=0)
+    >>> search = HyperbandSearchCV(est, {"lr": [1e-4, 0.3]}, max_iter=3,
+    ...                            random_state=0).fit(X, y)
+    >>> search.best_params_
+    {'lr': 0.3}
+    >>> client.close(); cluster.close()
+    """
 
 
 class IncrementalSearchCV(_FixedFit, _IncrementalSearchCV):
-    __doc__ = _IncrementalSearchCV.__doc__
+    """dask-ml's :class:`~dask_ml.model_selection.IncrementalSearchCV`, whose
+    ``fit`` works with dask 2026.8 (see :mod:`dask_adadamp.compat`)."""
 
 
 class SuccessiveHalvingSearchCV(_FixedFit, _SuccessiveHalvingSearchCV):
-    __doc__ = _SuccessiveHalvingSearchCV.__doc__
+    """dask-ml's :class:`~dask_ml.model_selection.SuccessiveHalvingSearchCV`,
+    whose ``fit`` works with dask 2026.8 (see :mod:`dask_adadamp.compat`)."""
 
 
 class InverseDecaySearchCV(_FixedFit, _InverseDecaySearchCV):
-    __doc__ = _InverseDecaySearchCV.__doc__
+    """dask-ml's :class:`~dask_ml.model_selection.InverseDecaySearchCV`, whose
+    ``fit`` works with dask 2026.8 (see :mod:`dask_adadamp.compat`)."""

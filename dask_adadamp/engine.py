@@ -374,7 +374,10 @@ class FitSession:
         try:
             return self.client.gather(futures)
         except BaseException:
-            self.client.cancel(futures)  # nothing of a failed update runs on
+            try:
+                self.client.cancel(futures)  # nothing of a failed update runs on
+            except Exception:  # the client closed: the original error matters
+                logger.debug("could not cancel %s", name, exc_info=True)
             raise
 
     @property

@@ -3,6 +3,8 @@ import pickle
 
 import numpy as np
 import torch
+from dask.utils import key_split
+from distributed import get_task_stream
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
@@ -12,6 +14,8 @@ from skorch.callbacks import (Checkpoint, EarlyStopping, EpochScoring,
 from skorch.dataset import ValidSplit
 
 from conftest import make_classifier, weights
+
+from dask_adadamp.dampers import AdaDamp
 
 
 def test_skorch_validation_split_and_scoring(client, digits_data):
@@ -139,3 +143,13 @@ def test_printed_epoch_table(client, small_data, capsys):
     header = capsys.readouterr().out.splitlines()[0].split()
     assert {"batch_size", "lr", "model_updates", "n_examples", "n_workers",
             "train_loss"} <= set(header)
+
+
+def test_task_stream_names_the_work(client, small_data):
+    X, y = small_data
+    with get_task_stream(client) as stream:
+        make_classifier(batch_size=AdaDamp, batch_size__initial=32).fit(X, y)
+    # The dashboard's task stream and progress bars group tasks by key_split.
+    names = {key_split(t["key"]) for t in stream.data}
+    assert names == {"adadamp-shard-X", "adadamp-shard-y", "adadamp-gradient",
+                     "adadamp-loss"}
