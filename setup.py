@@ -15,12 +15,13 @@ setup(
         "scikit-learn>=1.3",
         "dask[array]>=2024.1",
         "distributed>=2024.1",
+        "bokeh>=3.1",  # the Dask dashboard and its /adadamp page
         "dask-ml>=2024.4",
         "cloudpickle>=2.0",
         "pandas",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2", "matplotlib"],
+        "test": ["pytest>=7", "pytest-timeout>=2", "matplotlib", "selenium"],
         "plot": ["matplotlib"],
         "demo": ["mnist1d>=0.0.2"],
     },

@@ -1,0 +1,592 @@
+"""The dask-adadamp dashboard page: messages, metrics.json, the live page."""
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import warnings
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+from conftest import make_classifier
+from distributed import Client
+from skorch.callbacks import Callback
+
+from dask_adadamp import dashboard
+from dask_adadamp.dashboard import DashboardPlugin, FitMonitor
+
+TIMEOUT = 30  # seconds: the most any wait in here may take
+REPO = Path(__file__).resolve().parents[1]
+
+
+def record(i, signal=True):
+    """A synthetic update record with the shape of a real fit's."""
+    rec = {"update": i, "epoch": 1 + (i - 1) // 50,
+           "batch_size": 32 * 2 ** (i // 60), "lr": 0.1,
+           "n_workers": min(4, 1 + i // 60),
+           "loss": math.exp(-i / 80) + 0.02 * math.sin(i),
+           "examples_per_s": 1000.0 * (1 + i // 60)}
+    if signal:
+        rec.update(signal_name="loss_ratio", signal=0.9 + 0.05 * math.cos(i))
+    return rec
+
+
+def epoch_record(epoch, updates):
+    return {"epoch": epoch, "model_updates": updates,
+            "train_loss": math.exp(-updates / 80), "valid_loss": None,
+            "dur": 0.5}
+
+
+def get_json(url):
+    with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+        return json.load(response)
+
+
+def get_text(url):
+    with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+        return response.read().decode()
+
+
+class FakeClient:
+    """Records what a monitor sends; ``fail`` makes a method raise."""
+
+    def __init__(self, fail=()):
+        self.id = "Client-fake"
+        self.fail = fail
+        self.registered = []
+        self.sent = []
+
+    def register_plugin(self, plugin, name=None):
+        if "register" in self.fail:
+            raise ModuleNotFoundError("No module named 'dask_adadamp'")
+        self.registered.append((plugin, name))
+
+    def log_event(self, topic, msg):
+        if "log_event" in self.fail:
+            raise OSError("scheduler gone")
+        # What distributed would refuse to send.
+        msgpack.packb(msg)
+        self.sent.append((topic, msg))
+
+
+# --- the plugin's bookkeeping -----------------------------------------------
+
+def test_plugin_aggregates_messages():
+    plugin = DashboardPlugin()
+    plugin.log_event("adadamp", {"fit": "a", "kind": "start", "name": "Net a",
+                                 "info": {"schedule": "AdaDamp(initial=32)"},
+                                 "client": "Client-1"})
+    rows = {c: [] for c in dashboard.UPDATE_COLUMNS}
+    for i in (1, 2, 3):
+        for c in dashboard.UPDATE_COLUMNS:
+            rows[c].append(record(i).get(c, 0.1 * i))
+    plugin.log_event("adadamp", {"fit": "a", "kind": "updates", "updates": rows,
+                                 "epochs": {}, "signal_name": "loss_ratio"})
+    plugin.log_event("other-topic", {"fit": "a", "kind": "end"})
+    plugin.log_event("adadamp", "not a dict")
+
+    [fit] = plugin.metrics()["fits"]
+    assert fit["status"] == "running"
+    assert fit["name"] == "Net a"
+    assert fit["info"] == {"schedule": "AdaDamp(initial=32)"}
+    assert fit["signal_name"] == "loss_ratio"
+    assert fit["updates"]["update"] == [1, 2, 3]
+    assert fit["updates"]["batch_size"] == [32, 32, 32]
+    assert set(fit["updates"]) == set(dashboard.UPDATE_COLUMNS)
+    assert fit["epochs"] == {c: [] for c in dashboard.EPOCH_COLUMNS}
+
+    plugin.log_event("adadamp", {"fit": "a", "kind": "epoch",
+                                 "epochs": {c: [v] for c, v in
+                                            epoch_record(1, 3).items()}})
+    plugin.log_event("adadamp", {"fit": "a", "kind": "end", "status": "finished"})
+    doc = json.loads(json.dumps(plugin.metrics()))  # what the handler writes
+    [fit] = doc["fits"]
+    assert fit["status"] == "finished"
+    assert fit["epochs"]["model_updates"] == [3]
+    assert fit["epochs"]["valid_loss"] == [None]
+    assert set(fit) == {"fit", "name", "info", "status", "started", "updated",
+                        "signal_name", "updates", "epochs"}
+    assert fit["started"] <= fit["updated"]
+    assert plugin.metrics("nope") == {"fits": []}
+
+
+def test_plugin_stays_bounded():
+    plugin = DashboardPlugin(max_fits=3, max_rows=8)
+    for name in "abcd":
+        plugin.log_event("adadamp", {"fit": name, "kind": "start",
+                                     "client": "Client-" + name})
+    # One fit too many: the oldest goes first.
+    assert list(plugin.fits) == ["b", "c", "d"]
+    plugin.log_event("adadamp", {"fit": "b", "kind": "end", "status": "failed"})
+    plugin.log_event("adadamp", {"fit": "e", "kind": "start"})
+    # The oldest finished one goes before a running one.
+    assert list(plugin.fits) == ["c", "d", "e"]
+
+    plugin.log_event("adadamp", {"fit": "c", "kind": "updates",
+                                 "updates": {"update": list(range(1, 21))}})
+    table = plugin.fits["c"].updates
+    # Thinned, not cut: still the whole fit, every stride-th update.
+    assert len(table) < 8
+    assert table.columns["update"] == list(range(1, 21, table.stride))
+    assert table.columns["loss"] == [None] * len(table)
+    assert table.seen == 20 and table.version > 0
+
+    # A client that leaves mid-fit never says "end".
+    plugin.remove_client(None, "Client-d")
+    assert plugin.fits["d"].status == "failed"
+    assert plugin.fits["e"].status == "running"
+
+
+# --- the monitor --------------------------------------------------------------
+
+def test_monitor_buffers_and_flushes_on_epoch_and_close(monkeypatch):
+    monkeypatch.setattr(dashboard, "FLUSH_INTERVAL", 3600)
+    client = FakeClient()
+    monitor = FitMonitor(client, "Net", {"schedule": "GeoDamp", "n_train": 300,
+                                         "classes": [0, 1]})
+    assert monitor.enabled
+    assert [name for _, name in client.registered] == [dashboard.PLUGIN_NAME]
+    [(topic, start)] = client.sent
+    assert topic == "adadamp"
+    assert start == {"fit": monitor.fit_id, "kind": "start", "name": "Net",
+                     "info": {"schedule": "GeoDamp", "n_train": 300,
+                              "classes": "[0, 1]"},
+                     "client": "Client-fake"}
+
+    for i in range(1, 11):
+        rec = record(i)
+        rec["loss"] = np.float32(rec["loss"])  # numpy scalars are converted
+        rec["batch_size"] = np.int64(rec["batch_size"])
+        monitor.update(rec)
+    monitor.update({**record(11), "loss": float("nan")})
+    assert len(client.sent) == 1  # buffered
+
+    monitor.epoch(epoch_record(1, 11))
+    assert len(client.sent) == 2
+    msg = client.sent[1][1]
+    assert msg["kind"] == "epoch"
+    assert msg["updates"]["update"] == list(range(1, 12))
+    assert msg["updates"]["loss"][-1] is None  # NaN: not JSON
+    assert type(msg["updates"]["batch_size"][0]) is int
+    assert msg["epochs"]["epoch"] == [1]
+    assert msg["signal_name"] == "loss_ratio"
+    times = msg["updates"]["time"]
+    assert times == sorted(times) and times[0] >= 0
+
+    monitor.update(record(12))
+    monitor.close()
+    monitor.close()
+    monitor.update(record(13))
+    kinds = [m["kind"] for _, m in client.sent]
+    assert kinds == ["start", "epoch", "end"]
+    assert client.sent[-1][1]["status"] == "finished"
+    assert client.sent[-1][1]["updates"]["update"] == [12]
+
+    # Rows are due once FLUSH_INTERVAL has passed since the last send.
+    monkeypatch.setattr(dashboard, "FLUSH_INTERVAL", 0)
+    client = FakeClient()
+    monitor = FitMonitor(client, "Net")
+    monitor.update(record(1))
+    monitor.update(record(2))
+    assert [m["kind"] for _, m in client.sent] == ["start", "updates", "updates"]
+    with FitMonitor(client, "Net") as failing:
+        failing.update(record(1))
+        failing.close("failed")
+    assert client.sent[-1][1]["status"] == "failed"
+
+
+def test_monitor_never_raises():
+    monitor = FitMonitor(FakeClient(fail=("log_event",)), "Net")
+    assert monitor.enabled
+    monitor.update(record(1))
+    monitor.update({"update": object()})  # sent as its str
+    monitor.epoch(epoch_record(1, 1))
+    monitor.close()
+
+
+def test_registration_failure_warns_once_and_monitor_does_nothing():
+    client = FakeClient(fail=("register",))
+    with pytest.warns(RuntimeWarning, match="No module named 'dask_adadamp'"):
+        monitor = FitMonitor(client, "Net")
+    assert not monitor.enabled
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # Once per client: the next fit does not warn again.
+        again = FitMonitor(client, "Net")
+        for m in (monitor, again):
+            m.update(record(1))
+            m.epoch(epoch_record(1, 1))
+            m.close()
+    assert client.sent == []
+
+
+# --- in-process LocalCluster ---------------------------------------------------
+
+def test_local_cluster_metrics_and_update_cost(client):
+    url = client.dashboard_link.rsplit("/", 1)[0]
+    monitor = FitMonitor(client, "local fit", {"schedule": "Constant(64)"})
+    assert monitor.enabled
+    costs = []
+    for i in range(1, 2001):
+        start = time.perf_counter()
+        monitor.update(record(i))
+        costs.append(time.perf_counter() - start)
+    monitor.close()
+    # The budget is well under a millisecond per update, flushes included.
+    assert np.mean(costs) < 1e-3
+
+    fits = get_json(url + "/adadamp/metrics.json?fit=" + monitor.fit_id)["fits"]
+    [fit] = fits
+    assert fit["status"] == "finished"
+    assert fit["updates"]["update"] == list(range(1, 2001))
+    # The scheduler's own event log has the messages too.
+    assert client.get_events("adadamp")[-1][1]["kind"] == "end"
+
+
+def test_page_is_served_with_a_link_in_the_nav_bar(client):
+    pytest.importorskip("bokeh")
+    url = client.dashboard_link.rsplit("/", 1)[0]
+    FitMonitor(client, "local fit").close()
+    page = get_text(url + "/adadamp")
+    assert "bokeh" in page.lower()
+    assert 'href="adadamp"' in get_text(url + "/status")
+
+
+def test_page_follows_the_latest_fit_and_streams_new_rows():
+    pytest.importorskip("bokeh")
+    plugin = DashboardPlugin(max_rows=8)
+    page = dashboard.AdadampPage(plugin)
+    page.update()  # no fit yet
+    assert page.fit_id is None
+
+    def send(fit, kind, start, stop, signal=True):
+        rows = {c: [] for c in dashboard.UPDATE_COLUMNS}
+        for i in range(start, stop):
+            for c in dashboard.UPDATE_COLUMNS:
+                rows[c].append(record(i, signal).get(c, 0.0))
+        plugin.log_event("adadamp", {
+            "fit": fit, "kind": kind, "updates": rows,
+            "signal_name": "loss_ratio" if signal else None})
+
+    send("a", "start", 1, 4)
+    page.update()
+    source = page.sources["updates"]
+    assert page.fit_id == "a"
+    assert list(source.data["update"]) == [1, 2, 3]
+    assert page.signal_plot.visible
+    assert page.signal_plot.title.text == "Loss ratio"
+    send("a", "updates", 4, 6)
+    page.update()
+    assert list(source.data["update"]) == [1, 2, 3, 4, 5]
+    send("a", "updates", 6, 10)  # past max_rows: thinned, sent again whole
+    page.update()
+    assert list(source.data["update"]) == plugin.fits["a"].updates.columns["update"]
+
+    send("b", "start", 1, 3, signal=False)
+    page.update()
+    assert page.fit_id == "b" and page.select.value == "b"
+    assert [k for k, _ in page.select.options] == ["b", "a"]
+    assert list(source.data["update"]) == [1, 2]
+    assert not page.signal_plot.visible
+
+    # Picking an older fit stops following the latest.
+    page.select.value = "a"
+    assert page.fit_id == "a"
+    send("c", "start", 1, 2)
+    page.update()
+    assert page.fit_id == "a"
+    assert "running" in page.info.text
+
+
+# --- a scheduler and a worker in their own processes ---------------------------
+
+def start_scheduler(tmp, *, python_prefix=None):
+    """A ``dask scheduler`` process; (process, address, dashboard url)."""
+    scheduler_file = Path(tmp) / "scheduler.json"
+    cli = ["-m", "distributed.cli.dask_scheduler"]
+    if python_prefix:  # code to run first, e.g. to hide a package
+        cli = ["-c", python_prefix + "; from distributed.cli.dask_scheduler "
+               "import main; main()"]
+    # The process writes to its own copy of the file descriptor.
+    with open(Path(tmp) / "scheduler.log", "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, *cli, "--host", "127.0.0.1", "--port", "0",
+             "--dashboard-address", "127.0.0.1:0", "--scheduler-file",
+             str(scheduler_file)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        try:
+            info = json.loads(scheduler_file.read_text())
+            break
+        except (OSError, ValueError):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                stop(proc)
+                raise RuntimeError("the scheduler did not start: "
+                                   + (Path(tmp) / "scheduler.log").read_text())
+            time.sleep(0.05)
+    dashboard_url = f"http://127.0.0.1:{info['services']['dashboard']}"
+    return proc, info["address"], dashboard_url
+
+
+def stop(*procs):
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def separate_cluster():
+    """``dask scheduler`` plus one ``dask worker --nthreads 1``, each in its
+    own process, as on a real cluster."""
+    with tempfile.TemporaryDirectory() as tmp:
+        scheduler, address, dashboard_url = start_scheduler(tmp)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", address,
+             "--nthreads", "1", "--no-nanny", "--no-dashboard",
+             "--death-timeout", "30"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp)
+        try:
+            with Client(address, timeout=TIMEOUT) as client:
+                client.wait_for_workers(1, timeout=TIMEOUT)
+            yield address, dashboard_url
+        finally:
+            stop(worker, scheduler)
+
+
+@pytest.fixture
+def separate_client(separate_cluster):
+    address, _ = separate_cluster
+    with Client(address, timeout=TIMEOUT) as client:
+        yield client
+
+
+def fits_of(dashboard_url, fit_id):
+    return get_json(f"{dashboard_url}/adadamp/metrics.json?fit={fit_id}")["fits"]
+
+
+def test_metrics_json_from_a_separate_scheduler(separate_cluster,
+                                                separate_client, monkeypatch):
+    # Every update would be sent at once otherwise on a slow machine.
+    monkeypatch.setattr(dashboard, "FLUSH_INTERVAL", 3600)
+    _, dashboard_url = separate_cluster
+    monitor = FitMonitor(separate_client, "DaskClassifier(MLP) 0123456789ab",
+                         {"schedule": "AdaDamp(initial=32)", "n_train": 1000})
+    assert monitor.enabled
+    [fit] = fits_of(dashboard_url, monitor.fit_id)
+    assert fit["status"] == "running"
+    assert fit["name"] == "DaskClassifier(MLP) 0123456789ab"
+    assert fit["updates"]["update"] == []
+
+    for i in range(1, 51):
+        monitor.update(record(i))
+    monitor.epoch(epoch_record(1, 50))
+    [fit] = fits_of(dashboard_url, monitor.fit_id)
+    assert fit["status"] == "running"
+    assert fit["updates"]["update"] == list(range(1, 51))
+    assert fit["updates"]["batch_size"][:3] == [32, 32, 32]
+    assert fit["epochs"]["epoch"] == [1]
+
+    for i in range(51, 61):
+        monitor.update(record(i))
+    monitor.close()
+    [fit] = fits_of(dashboard_url, monitor.fit_id)
+    assert fit["status"] == "finished"
+    assert fit["updates"]["update"] == list(range(1, 61))
+    assert fit["info"] == {"schedule": "AdaDamp(initial=32)", "n_train": 1000}
+
+
+class ReadMetrics(Callback):
+    """Reads metrics.json while the fit runs."""
+
+    def __init__(self, dashboard_url, known):
+        self.dashboard_url = dashboard_url
+        self.known = known
+        self.seen = []
+
+    def read(self, net, when):
+        fits = get_json(self.dashboard_url + "/adadamp/metrics.json")["fits"]
+        new = [f for f in fits if f["fit"] not in self.known]
+        self.seen.append((when, len(net.history), new))
+
+    def on_batch_end(self, net, **kwargs):
+        self.read(net, "batch")
+
+    def on_epoch_end(self, net, **kwargs):
+        self.read(net, "epoch")
+
+
+def test_metrics_json_during_a_real_fit(separate_cluster, separate_client,
+                                        small_data):
+    _, dashboard_url = separate_cluster
+    X, y = small_data
+    known = {f["fit"] for f in
+             get_json(dashboard_url + "/adadamp/metrics.json")["fits"]}
+    reader = ReadMetrics(dashboard_url, known)
+    est = make_classifier(client=separate_client, max_epochs=3,
+                          callbacks=[("read_metrics", reader)])
+    est.fit(X, y)
+
+    assert reader.seen
+    for _, _, new in reader.seen:
+        [fit] = new
+        assert fit["status"] == "running"
+        assert "DaskClassifier" in fit["name"]
+    # By the end of epoch 2 epoch 1's rows have been sent.
+    _, _, [fit] = next(s for s in reader.seen if s[0] == "epoch" and s[1] >= 2)
+    assert len(fit["updates"]["update"]) > 0
+    assert fit["epochs"]["epoch"][:1] == [1]
+
+    fits = get_json(dashboard_url + "/adadamp/metrics.json")["fits"]
+    [fit] = [f for f in fits if f["fit"] not in known]
+    n_updates = est.history[-1, "model_updates"]
+    assert fit["status"] == "finished"
+    assert fit["updates"]["update"] == list(range(1, n_updates + 1))
+    batches = [b for epoch in est.history for b in epoch["batches"]]
+    assert fit["updates"]["batch_size"] == [b["batch_size"] for b in batches]
+    assert fit["updates"]["loss"] == pytest.approx(
+        [b["train_loss"] for b in batches], rel=1e-6)
+    assert fit["epochs"]["epoch"] == [1, 2, 3]
+    assert fit["epochs"]["train_loss"] == pytest.approx(
+        est.history[:, "train_loss"], rel=1e-6)
+
+
+def test_scheduler_without_dask_adadamp_warns_and_training_goes_on(tmp_path):
+    # The scheduler's environment lacks dask_adadamp: unpickling the plugin
+    # fails there.
+    proc, address, _ = start_scheduler(
+        tmp_path, python_prefix="import sys; sys.modules['dask_adadamp'] = None")
+    try:
+        with Client(address, timeout=TIMEOUT) as client:
+            with pytest.warns(RuntimeWarning, match="could not be registered"):
+                monitor = FitMonitor(client, "Net")
+            assert not monitor.enabled
+            monitor.update(record(1))
+            monitor.epoch(epoch_record(1, 1))
+            monitor.close()
+            assert client.get_events("adadamp") == ()
+    finally:
+        stop(proc)
+
+
+# --- the page in a browser -----------------------------------------------------
+
+# The state of the page as the browser has it: rendered figures and rows.
+PAGE_STATE = """
+try {
+    const doc = Bokeh.documents[0];
+    const figures = [...Bokeh.index.query(v => v.model.type == "Figure")]
+        .filter(v => v.has_finished() && v.bbox.width > 0);
+    return {figures: figures.map(v => v.model.title.text),
+            rows: doc.get_model_by_name("adadamp-updates").get_length(),
+            epochs: doc.get_model_by_name("adadamp-epochs").get_length(),
+            info: doc.get_model_by_name("adadamp-info").text};
+} catch (e) {
+    return null;
+}
+"""
+
+
+def skip_or_fail(reason):
+    # .ci/run installs Chromium and sets ADADAMP_REQUIRE_BROWSER: there a
+    # missing browser is a CI failure, not a silent skip.
+    if os.environ.get("ADADAMP_REQUIRE_BROWSER"):
+        pytest.fail(f"{reason}, but ADADAMP_REQUIRE_BROWSER is set")
+    pytest.skip(reason)
+
+
+def browser():
+    """Headless Debian chromium, or skip (fail under ADADAMP_REQUIRE_BROWSER)."""
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.options import Options
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        skip_or_fail("selenium is not installed")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    chromedriver = shutil.which("chromedriver")
+    if not (chromium and chromedriver):
+        skip_or_fail("chromium and chromedriver are not installed "
+                     "(apt-get install chromium chromium-driver)")
+    profile = tempfile.mkdtemp(prefix="adadamp-chromium-")
+    options = Options()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu",
+                "--disable-background-networking", "--disable-component-update",
+                "--no-first-run", "--window-size=1400,1000",
+                f"--user-data-dir={profile}"):
+        options.add_argument(arg)
+    options.binary_location = chromium
+    # An explicit driver: Selenium Manager must never try a download.
+    driver = webdriver.Chrome(options=options, service=Service(chromedriver))
+    driver.set_page_load_timeout(TIMEOUT)
+    driver.set_script_timeout(TIMEOUT)
+    return driver, profile
+
+
+def feed(client, stop_event, monitors):
+    """Updates every few ms until ``stop_event``, like a fit would."""
+    monitor = FitMonitor(client, "DaskClassifier(MLP) 5eed5eed5eed",
+                         {"schedule": "GeoDamp(initial=32, factor=2)",
+                          "n_train": 1797})
+    monitors.append(monitor)
+    i = 0
+    while not stop_event.is_set():
+        i += 1
+        monitor.update(record(i))
+        if i % 50 == 0:
+            monitor.epoch(epoch_record(i // 50, i))
+        stop_event.wait(0.004)  # the pace of a fit, not a synchronization
+
+
+def test_page_renders_live_in_a_browser(separate_cluster, separate_client):
+    pytest.importorskip("bokeh")
+    driver, profile = browser()
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _, dashboard_url = separate_cluster
+    stop_event, monitors = threading.Event(), []
+    feeder = threading.Thread(target=feed,
+                              args=(separate_client, stop_event, monitors))
+    feeder.start()
+    try:
+        driver.get(dashboard_url + "/adadamp")
+        wait = WebDriverWait(driver, TIMEOUT, poll_frequency=0.1)
+        state = wait.until(lambda d: (s := d.execute_script(PAGE_STATE))
+                           and len(s["figures"]) == 7 and s["rows"] > 0 and s)
+        assert driver.title == "dask-adadamp"
+        assert state["figures"] == ["Batch size", "Learning rate",
+                                    "Workers in use", "Training loss",
+                                    "Examples per second", "Loss ratio",
+                                    "Loss per epoch"]
+        assert "5eed5eed5eed" in state["info"]
+        # Live: new rows arrive without a reload.
+        wait.until(lambda d: d.execute_script(PAGE_STATE)["rows"]
+                   > state["rows"] + 50)
+        wait.until(lambda d: d.execute_script(PAGE_STATE)["epochs"] >= 2)
+
+        stop_event.set()
+        feeder.join(TIMEOUT)
+        monitors[0].close()
+        wait.until(lambda d: "finished" in d.execute_script(PAGE_STATE)["info"])
+        artifacts = Path(os.environ.get("ADADAMP_ARTIFACTS",
+                                        REPO / "test-artifacts"))
+        artifacts.mkdir(parents=True, exist_ok=True)
+        assert driver.save_screenshot(str(artifacts / "adadamp-dashboard.png"))
+    finally:
+        stop_event.set()
+        feeder.join(TIMEOUT)
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
