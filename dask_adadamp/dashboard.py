@@ -38,8 +38,10 @@ logger = logging.getLogger(__name__)
 
 TOPIC = "adadamp"
 PLUGIN_NAME = "dask-adadamp-dashboard"
-UPDATE_COLUMNS = ("update", "epoch", "time", "batch_size", "lr", "n_workers",
-                  "loss", "examples_per_s", "signal")
+# "epochs": epochs done at the end of the update, fractional (the x axis of
+# the page's "epochs" view); "epoch": the epoch the update belongs to.
+UPDATE_COLUMNS = ("update", "epoch", "epochs", "time", "batch_size", "lr",
+                  "n_workers", "loss", "examples_per_s", "signal")
 EPOCH_COLUMNS = ("epoch", "model_updates", "train_loss", "valid_loss", "dur")
 # "time" is added by the monitor: seconds since the fit started.
 _RECORD_COLUMNS = tuple(c for c in UPDATE_COLUMNS if c != "time")
@@ -159,7 +161,8 @@ class FitMonitor:
         Parameters
         ----------
         record : dict
-            ``update`` (cumulative, 1-based), ``epoch``, ``batch_size``,
+            ``update`` (cumulative, 1-based), ``epoch``, ``epochs``
+            (epochs done, fractional), ``batch_size``,
             ``lr``, ``n_workers``, ``loss``, ``examples_per_s``, and
             optionally ``signal_name`` (``"loss_ratio"`` or
             ``"noise_scale"``) with ``signal``. Missing keys become None.
@@ -459,7 +462,13 @@ class AdadampPage:
 
     def __init__(self, plugin):
         from bokeh.layouts import column, gridplot, row
-        from bokeh.models import ColumnDataSource, Div, LogTicker, Select
+        from bokeh.models import (
+            ColumnDataSource,
+            Div,
+            LogTicker,
+            RadioButtonGroup,
+            Select,
+        )
 
         self.plugin = plugin
         self.fit_id = None
@@ -478,9 +487,12 @@ class AdadampPage:
         self.info = Div(text="No dask-adadamp fit yet.", name="adadamp-info",
                         sizing_mode="stretch_width")
 
+        self.lines = []  # the per-update lines, whose x the switch sets
+
         def plot(title, y, x="update", source="updates", **kwargs):
             fig = self._figure(title, x, **kwargs)
-            fig.line(x, y, source=self.sources[source], line_width=2)
+            self.lines.append(fig.line(x, y, source=self.sources[source],
+                                       line_width=2))
             return fig
 
         # Schedules grow the batch geometrically; ticks at powers of two.
@@ -505,8 +517,11 @@ class AdadampPage:
             self.signal_plot,
             epochs,
         ]
+        self.x_axis = RadioButtonGroup(labels=["model updates", "epochs"],
+                                       active=0, name="adadamp-x-axis")
+        self.x_axis.on_change("active", self._on_x_axis)
         self.root = column(
-            row(self.select, self.info, sizing_mode="stretch_width"),
+            row(self.select, self.x_axis, self.info, sizing_mode="stretch_width"),
             gridplot(self.plots, ncols=2, sizing_mode="stretch_width",
                      height=180, toolbar_location="right"),
             sizing_mode="stretch_width", name="adadamp-root")
@@ -552,6 +567,13 @@ class AdadampPage:
         if fit_id != self.fit_id:
             self.fit_id = fit_id
             self.sent = {"updates": (-1, 0), "epochs": (-1, 0)}
+
+    def _on_x_axis(self, attr, old, new):
+        x, label = [("update", "model update"), ("epochs", "epochs")][new]
+        for line in self.lines:
+            line.glyph.x = x
+        for fig in self.plots[:-1]:  # the last one is per epoch already
+            fig.xaxis.axis_label = label
 
     def _on_select(self, attr, old, new):
         if new and new != self.fit_id and new in self.plugin.fits:

@@ -289,7 +289,7 @@ class DaskNetMixin:
                 try:
                     for _ in range(epochs):
                         self.notify("on_epoch_begin", **on_epoch_kwargs)
-                        self._tick = time.perf_counter()
+                        self._tick, self._epoch_rows = time.perf_counter(), 0
                         self.run_single_epoch(self._updates(session, scaler),
                                               training=True, prefix="train",
                                               step_fn=self.train_step)
@@ -403,10 +403,13 @@ class DaskNetMixin:
         # schedule's loss evaluations and the optimizer step all count.
         record["examples_per_s"] = len(batch) / max(now - self._tick, 1e-9)
         self._tick = now
+        self._epoch_rows += len(batch)
         self._monitor.update({
             **record, "update": self._total("model_updates") + len(
                 self.history[-1, "batches"]),
-            "epoch": len(self.history), "loss": self._last_stats.loss,
+            "epoch": len(self.history),
+            "epochs": len(self.history) - 1 + self._epoch_rows / self._session.n_rows,
+            "loss": self._last_stats.loss,
             "signal_name": name, "signal": record.get(name)})
         return step
 
