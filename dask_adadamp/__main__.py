@@ -23,8 +23,9 @@ def demo(workers=None, epochs=30, batch_size=64, grads_per_worker=32, seed=0):
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1,
                            processes=True, dashboard_address=":0")
     with cluster, Client(cluster) as client:
+        page = client.dashboard_link.rsplit("/", 1)[0] + "/adadamp"
         print(f"Dask cluster: {len(client.nthreads())} workers, "
-              f"dashboard at {client.dashboard_link}")
+              f"dashboard at {client.dashboard_link}, this fit's page at {page}")
         est = DaskClassifier(
             MLP, module__n_features=X_train.shape[1], module__hidden=128,
             criterion=torch.nn.CrossEntropyLoss,
