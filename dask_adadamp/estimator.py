@@ -388,9 +388,6 @@ class DaskNetMixin:
             for group, lr_base in zip(groups, base):
                 group["lr"] = lr_base
         self.damper_.observe(self._last_stats)
-        self.history.record_batch("batch_size", len(batch))
-        self.history.record_batch("n_workers", self._session.workers_used(batch))
-        self.history.record_batch("lr", lr)
         record = {"batch_size": len(batch),
                   "n_workers": self._session.workers_used(batch), "lr": lr}
         name = self.damper_.signal_name
