@@ -231,25 +231,26 @@ def test_registration_failure_warns_once_and_monitor_does_nothing():
 
 # --- in-process LocalCluster ---------------------------------------------------
 
-def test_local_cluster_metrics_and_update_cost(client):
+def test_local_cluster_metrics_and_buffered_sends(client, monkeypatch):
+    # No send falls due by time: what is sent depends only on the calls.
+    monkeypatch.setattr(dashboard, "FLUSH_INTERVAL", 3600)
     url = client.dashboard_link.rsplit("/", 1)[0]
     monitor = FitMonitor(client, "local fit", {"schedule": "Constant(64)"})
     assert monitor.enabled
-    costs = []
     for i in range(1, 2001):
-        start = time.perf_counter()
         monitor.update(record(i))
-        costs.append(time.perf_counter() - start)
     monitor.close()
-    # The budget is well under a millisecond per update, flushes included.
-    assert np.mean(costs) < 1e-3
+    # 2000 updates cost two round trips to the scheduler, not 2000 (their
+    # time is measured in benchmarks/monitor_cost.py and docs/dashboard.md).
+    sent = [msg for _, msg in client.get_events("adadamp")
+            if msg["fit"] == monitor.fit_id]
+    assert [msg["kind"] for msg in sent] == ["start", "end"]
+    assert len(sent[-1]["updates"]["update"]) == 2000
 
     fits = get_json(url + "/adadamp/metrics.json?fit=" + monitor.fit_id)["fits"]
     [fit] = fits
     assert fit["status"] == "finished"
     assert fit["updates"]["update"] == list(range(1, 2001))
-    # The scheduler's own event log has the messages too.
-    assert client.get_events("adadamp")[-1][1]["kind"] == "end"
 
 
 def test_page_is_served_with_a_link_in_the_nav_bar(client):
