@@ -1,7 +1,5 @@
 """dask-ml's incremental searches run with dask-adadamp estimators through
 :mod:`dask_adadamp.compat`."""
-import time
-
 import dask
 import dask.array as da
 import numpy as np
@@ -37,15 +35,13 @@ def assert_restored():
     assert _incremental.dask is ORIGINAL_DASK
 
 
+@pytest.mark.timeout(120)
 def test_hyperband_with_dask_arrays(client, dask_data):
     X, y = dask_data
     search = compat.HyperbandSearchCV(
         make_estimator(), {"lr": [1e-4, 0.3], "module__hidden": [8, 32]},
         max_iter=9, random_state=0)
-    start = time.monotonic()
-    search.fit(X, y)
-    elapsed = time.monotonic() - start
-    assert elapsed < 60, f"the search took {elapsed:.1f} s"
+    search.fit(X, y)  # a hang (a fit waiting for a thread) hits the timeout
     assert_restored()
 
     scores = search.cv_results_["test_score"]
