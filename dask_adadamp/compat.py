@@ -33,9 +33,9 @@ works for any estimator, not only dask-adadamp's.
 :class:`SuccessiveHalvingSearchCV` and :class:`InverseDecaySearchCV` are
 dask-ml's classes with that ``fit``; :func:`patch_dask_ml` applies the same
 swap for the rest of the process, for code that imports dask-ml's classes
-directly. The swap is process-global while it lasts: run one search at a
-time per process (concurrent searches are still correct while at least one
-holds the swap, but the first to finish restores dask-ml's functions).
+directly. The swap is process-global while it lasts and counted:
+overlapping searches share it, and dask-ml's attribute comes back when the
+last of them ends.
 
 When it can be removed
 ----------------------
