@@ -64,7 +64,7 @@ def test_incremental_search(client, dask_data):
     X, y = dask_data
     search = compat.IncrementalSearchCV(
         make_estimator(), {"lr": [1e-4, 0.3]}, n_initial_parameters=2,
-        max_iter=3, random_state=0).fit(X, y)
+        max_iter=3, decay_rate=None, random_state=0).fit(X, y)
     assert_restored()
     assert search.best_params_["lr"] == 0.3
     assert search.best_score_ > search.cv_results_["test_score"].min()
