@@ -23,10 +23,25 @@ class ProgressBar(_SkorchProgressBar):
 
     Examples
     --------
+    >>> import numpy as np, torch
+    >>> from distributed import Client, LocalCluster
     >>> from dask_adadamp import DaskClassifier, ProgressBar
-    >>> est = DaskClassifier(torch.nn.Linear, callbacks=[ProgressBar()])  # doctest: +SKIP
+    >>> from dask_adadamp.dampers import GeoDamp
+    >>> cluster = LocalCluster(n_workers=2, threads_per_worker=1,
+    ...                        dashboard_address=':0')
+    >>> client = Client(cluster)
+    >>> X = np.random.default_rng(0).normal(size=(600, 4)).astype("float32")
+    >>> y = (X[:, 0] > 0).astype("int64")
+    >>> est = DaskClassifier(torch.nn.Linear, module__in_features=4,
+    ...                      module__out_features=2,
+    ...                      criterion=torch.nn.CrossEntropyLoss, lr=0.5,
+    ...                      batch_size=GeoDamp(initial=32, delay=1),
+    ...                      max_epochs=3, train_split=None, verbose=0,
+    ...                      random_state=0, callbacks=[ProgressBar()])
+    >>> est = est.fit(X, y)  # the bar is drawn on stderr
+    >>> client.close(); cluster.close()
 
-    For a long epoch it prints, and keeps updating, a line such as::
+    For a long epoch it draws, and keeps updating, a line such as::
 
         41%|████      | 737/1.80k [00:03<00:04, 227examples/s, train_loss=0.52, batch_size=64, lr=0.1, n_workers=2]
     """
