@@ -62,9 +62,9 @@ __all__ = ["HyperbandSearchCV", "IncrementalSearchCV", "InverseDecaySearchCV",
            "SuccessiveHalvingSearchCV", "dask_ml_fixed", "patch_dask_ml",
            "unpatch_dask_ml"]
 
-# dask-ml's originals, taken at import so that restoring never restores a
+# dask-ml's original, taken at import so that restoring never restores a
 # patched value (for instance after a nested or overlapping search).
-_ORIGINAL = {"dask": _incremental.dask}
+_ORIGINAL_DASK = _incremental.dask
 
 _lock = threading.Lock()
 _depth = 0  # searches (or patch_dask_ml) currently holding the swap
@@ -133,14 +133,14 @@ def _release():
     with _lock:
         _depth -= 1
         if _depth == 0:
-            _incremental.dask = _ORIGINAL["dask"]
+            _incremental.dask = _ORIGINAL_DASK
 
 
 @contextmanager
 def dask_ml_fixed():
-    """Swap in the fixes for the duration of a ``with`` block.
+    """Swap in the fix for the duration of a ``with`` block.
 
-    Nested and overlapping blocks share one swap; dask-ml's attributes are
+    Nested and overlapping blocks share one swap; dask-ml's attribute is
     restored when the last block exits, also when it raises.
 
     Yields
@@ -158,7 +158,7 @@ _patched = False
 
 
 def patch_dask_ml():
-    """Apply the fixes for the rest of the process (idempotent).
+    """Apply the fix for the rest of the process (idempotent).
 
     For code that uses :mod:`dask_ml.model_selection`'s classes directly.
     :func:`unpatch_dask_ml` undoes it.
