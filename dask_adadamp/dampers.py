@@ -78,12 +78,16 @@ class BaseDamper(BaseEstimator):
         History key under which the schedule's own signal (``signal_``)
         is recorded after every update.
     min_chunks : int
-        Fewest tasks an update must be split into (2 for schedules that
+        Fewest chunks an update must be split into (2 for schedules that
         compare chunks with each other).
+    chunk_norms : bool
+        Whether :meth:`observe` reads ``UpdateStats.chunk_sq_norms`` (the
+        workers compute them only then).
     """
 
     signal_name = None
     min_chunks = 1
+    chunk_norms = False
 
     def batch_size(self, progress):
         """The batch size the formula gives now (a number >= 1, or inf)."""
@@ -365,6 +369,7 @@ class NoiseScaleDamp(BaseDamper):
 
     signal_name = "noise_scale"
     min_chunks = 2
+    chunk_norms = True
     _checks: ClassVar[dict] = {
         "initial": "a positive integer", "scale": "a positive number",
         "beta": "a number in [0, 1)", "dwell": "a positive integer"}

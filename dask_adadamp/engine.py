@@ -1,34 +1,44 @@
-"""The Dask side of one fit: shards, gradient tasks, reduction, clean-up.
+"""The Dask side of one fit: shards, the direct calls of each update, the
+cluster's size.
 
-A :class:`FitSession` places the training data on the cluster once, as
-*shards* (tasks holding rows of numpy data, or the row blocks of a dask
-array, persisted where they are), then turns each model update into one task
-per chunk and adds the returned sums in chunk order. Everything it puts on
-the cluster carries the fit's token in its key and is released by
+A :class:`FitSession` places the training data on the cluster once (see
+:mod:`dask_adadamp.shards`), then turns each model update into one direct
+call per worker that holds rows of it (a handler the
+:class:`~dask_adadamp.extension.WorkerExtension` adds to every worker) and
+adds the returned per-chunk sums in a fixed tree. Everything it puts on the
+cluster carries the fit's token in its key and is released by
 :meth:`FitSession.close`.
 
-Why tasks and not actors: a task whose worker dies is re-run elsewhere by
-the scheduler, and the shards it reads are tasks whose graph holds the data,
-so the scheduler re-creates a lost shard by itself. Both properties come
-from Dask for free and keep every update exact; docs/performance.md has
-what they cost.
+Why direct calls and not tasks: a round of tasks goes client -> scheduler
+-> workers -> scheduler -> client and costs about 20 ms here whatever the
+model; a direct call costs what its bytes cost (docs/performance.md).
+What tasks gave for free, the session does itself: a call that fails
+because its worker died is made again, for the missing chunks only, once
+the shards are back on live workers; the result is the same bits.
 """
+import asyncio
 import atexit
 import logging
 import math
 import os
+import time
 import uuid
 import warnings
+import weakref
+from collections import defaultdict
 from contextlib import contextmanager
 from typing import NamedTuple
 
 import dask.array as da
 import numpy as np
 import torch
-from dask.core import flatten
-from distributed import Client, LocalCluster, futures_of, get_worker, rejoin, secede
+from distributed import Client, LocalCluster, get_worker, rejoin, secede
+from distributed.core import clean_exception
+from distributed.protocol.serialize import to_serialize
 
 from . import worker
+from .extension import WorkerExtension
+from .shards import NoWorkersError, Shards, recover_timeout
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +154,17 @@ def default_shard_rows(n_rows, grads_per_worker, max_shards=64):
 
 
 class FitSession:
-    """Training data on the cluster and the tasks of each update.
+    """One fit on the cluster: its shards, and the direct calls of each update.
+
+    Every update sends the weights and a list of chunks straight to the
+    workers that hold the chunks' shards (one call per worker, all at once,
+    through the client's connection pool); each worker computes its chunks
+    and replies with their sums. The scheduler places and recovers the data
+    (:class:`~dask_adadamp.shards.Shards`) but is not on the per-update path.
+    A call that fails because its worker died or left is made again, for the
+    missing chunks only, once the shards are back on live workers; chunks
+    are added in a fixed tree over their positions, so the update's result
+    is the same bits as an undisturbed one.
 
     Parameters
     ----------
@@ -190,105 +210,33 @@ class FitSession:
         self.client = client
         self.spec = spec
         self.token = spec.token
-        self._calls = 0
-        self._generation = 0
-        self._shards = []
-        self._holders = []
-        self._workers = []
-        self.X = None
+        self.shards = Shards(client, self.token)
+        self._has_spec = set()
         try:
-            self._place(X, y, shard_rows, seed)
+            _ensure_extension(client)
+            if isinstance(X, da.Array):
+                self.shards.place_dask(X, y)
+            else:
+                self.shards.place_numpy(X, y, shard_rows, seed)
         except BaseException:
             self.close()
             raise
 
-    def _place(self, X, y, shard_rows, seed):
-        if isinstance(X, da.Array):
-            self._place_dask(X, y)
-        else:
-            self._place_numpy(X, y, shard_rows, seed)
-
-    def _place_numpy(self, X, y, shard_rows, seed):
-        """Deal shuffled rows into shards, shard ``i`` onto worker ``i mod P``.
-
-        The sampler takes consecutive shards for consecutive chunks, so
-        this placement spreads every update over all workers. Each shard is
-        a task holding its rows: if its worker dies, the scheduler re-creates
-        it elsewhere (the restriction is loose).
-        """
-        order = np.random.default_rng([seed, 1]).permutation(len(X))
-        self.shard_ids = [order[i:i + shard_rows]
-                          for i in range(0, len(order), shard_rows)]
-        workers = sorted(self.client.nthreads())
-        with warnings.catch_warnings():
-            # Data in the graph is the point: it lets the scheduler re-create
-            # a shard whose worker died.
-            warnings.filterwarnings("ignore", "Sending large graph")
-            self._shards = [self._put(i, X[rows], y[rows], workers)
-                            for i, rows in enumerate(self.shard_ids)]
-        self._workers = workers
-        self._holders = [workers[i % len(workers)] if workers else None
-                         for i in range(len(self._shards))]
-
-    def _put(self, i, X, y, workers):
-        """Shard ``i`` as tasks on ``workers[i mod P]`` (a loose restriction:
-        if that worker dies, the scheduler runs them elsewhere)."""
-        where = ({"workers": [workers[i % len(workers)]], "allow_other_workers": True}
-                 if workers else {})
-        self._generation += 1
-        return tuple(
-            self.client.submit(worker.identity, data,
-                               key=(f"adadamp-shard-{name}-{self.token}", i,
-                                    self._generation), **where)
-            for name, data in (("X", X), ("y", y)))
+    @property
+    def shard_ids(self):
+        """For each shard, the global example number of each of its rows."""
+        return self.shards.ids
 
     def follow(self, workers):
-        """Spread the shards over ``workers`` (addresses), shard ``i`` on
-        worker ``i mod P``, moving only those that are elsewhere.
-
-        A moved shard is a new task reading the old one, so its data goes
-        from worker to worker, and a lost copy can still be re-created.
-        """
-        workers = sorted(workers)
-        if not workers or workers == self._workers:
-            return
-        for i, (X, y) in enumerate(self._shards):
-            target = workers[i % len(workers)]
-            if self._holders[i] != target:
-                self._shards[i] = self._put(i, X, y, workers)
-                self._holders[i] = target
-        self._workers = workers
-
-    def _place_dask(self, X, y):
-        """Persist the arrays' row blocks where they are; each is a shard."""
-        X = X.rechunk({axis: -1 for axis in range(1, X.ndim)})
-        if any(math.isnan(c) for c in X.chunks[0]):
-            X = X.compute_chunk_sizes()
-        y = da.asarray(y).rechunk(
-            (X.chunks[0],) + tuple((s,) for s in y.shape[1:]))
-        bounds = np.cumsum((0,) + X.chunks[0])
-        self.shard_ids = [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:])
-                          if b > a]
-        X, y = self.client.persist([X, y])
-        by_key = {f.key: f for f in futures_of(X) + futures_of(y)}
-        keys_X = list(flatten(X.__dask_keys__()))
-        keys_y = list(flatten(y.__dask_keys__()))
-        self._shards = [(by_key[kx], by_key[ky])
-                        for kx, ky, n in zip(keys_X, keys_y, X.chunks[0]) if n]
-        self.X = X
-        # The blocks stay where the user's cluster put them until the set of
-        # workers changes (then follow() spreads them like numpy shards).
-        where = self.client.who_has([X for X, _ in self._shards])
-        self._holders = [min(where.get(X.key) or (None,)) for X, _ in self._shards]
-        self._workers = sorted(self.client.nthreads())
+        """Spread the shards over ``workers`` (see :meth:`Shards.follow`)."""
+        self.shards.follow(workers)
 
     def check_finite(self):
         """Raise ValueError if the placed X holds NaN or infinity."""
-        if self.X is not None and not bool(da.isfinite(self.X).all().compute()):
-            raise ValueError("X contains NaN or infinite values; "
-                             "only finite numbers are accepted")
+        self.shards.check_finite()
 
-    def gradient(self, weights, buffers, update, seed):
+    def gradient(self, weights, buffers, update, seed, loss_rows=None,
+                 sq_norms=True):
         """Sum of gradients, sum of losses and count for one update.
 
         Parameters
@@ -299,41 +247,39 @@ class FitSession:
             The module's buffers, or ``{}``.
         update : sampling.Update
         seed : int or sequence of int
-            Seeds the update's tasks (each chunk gets its own stream), so
-            that a task computes the same wherever and whenever it runs.
+            Seeds the update's chunks (each gets its own stream), so that a
+            chunk computes the same wherever and whenever it runs.
+        loss_rows : list of numpy.ndarray or None
+            Also evaluate the training loss at ``weights`` over these rows
+            of each shard, in the same calls (``GradientSums.mean_loss``).
+        sq_norms : bool
+            Compute each chunk's squared gradient norm (NoiseScaleDamp).
 
         Returns
         -------
         GradientSums
         """
-        self._calls += 1
-        name = f"adadamp-gradient-{self.token}"
         seeds = np.random.SeedSequence(seed).generate_state(len(update.chunks))
-        # The weights go inside each task rather than in a key of their own:
-        # then a chunk's only dependency is its shard, so the scheduler runs
-        # it where the shard lives (a weights key on another worker would pull
-        # the shard over). Measured the same cost either way at 2 tasks.
-        results = self._run(name, [
-            (worker.chunk_gradient,
-             (self.spec, weights, buffers, *self._shards[chunk.shard], chunk.rows,
-              int(s)),
-             {"return_buffers": j == 0 and bool(buffers)})
-            for j, (chunk, s) in enumerate(zip(update.chunks, seeds))])
-        # Added in chunk order, never in order of arrival: the sum's bits
-        # do not depend on which worker finished first.
-        grad = results[0][0].copy()
-        for r in results[1:]:
-            grad += r[0]
+        chunks = [(j, chunk.shard, chunk.rows, int(s), j == 0 and bool(buffers))
+                  for j, (chunk, s) in enumerate(zip(update.chunks, seeds))]
+        losses = self._loss_items(loss_rows) if loss_rows is not None else []
+        out, losses_out, timing = self._compute(weights, buffers, chunks, losses,
+                                                sq_norms)
+        results = [out[j] for j in range(len(chunks))]
         return GradientSums(
-            grad=grad, loss=math.fsum(r[1] for r in results),
+            grad=worker.tree_sum([r[0] for r in results]),
+            loss=math.fsum(r[1] for r in results),
             count=sum(r[2] for r in results),
             buffers=results[0][4] if buffers else {},
             chunk_sizes=[r[2] for r in results],
-            chunk_sq_norms=[r[3] for r in results])
+            chunk_sq_norms=[r[3] for r in results],
+            mean_loss=(self._mean(losses_out, loss_rows)
+                       if loss_rows is not None else None),
+            timing=timing)
 
     def mean_loss(self, weights, buffers, rows=None):
-        """Mean training loss at ``weights``, forward only: one task per
-        worker, over the shards that worker holds.
+        """Mean training loss at ``weights``, forward only, in one round of
+        calls (each worker evaluates the shards it holds).
 
         Parameters
         ----------
@@ -346,44 +292,118 @@ class FitSession:
         -------
         float
         """
-        self._calls += 1
-        rows = rows or [np.arange(len(ids)) for ids in self.shard_ids]
-        # Grouped by the worker each shard was placed on, so that no shard
-        # moves and an evaluation costs one round of P tasks, not one per shard.
-        groups = {}
-        for shard, holder, r in zip(self._shards, self._holders, rows):
-            if len(r):
-                groups.setdefault(str(holder), []).append((shard, r))
-        results = self._run(f"adadamp-loss-{self.token}", [
-            (worker.shards_loss, (self.spec, weights, buffers,
-                                  [s for s, _ in group], [r for _, r in group]), {})
-            for _, group in sorted(groups.items())])
-        # fsum rounds exactly once: the same mean however shards were grouped.
-        return (math.fsum(x for sums in results for x in sums)
-                / sum(len(r) for r in rows))
+        rows = self.all_rows() if rows is None else rows
+        _, losses, _ = self._compute(weights, buffers, [], self._loss_items(rows),
+                                     False)
+        return self._mean(losses, rows)
 
-    def _run(self, name, tasks):
-        """Submit ``(func, args, kwargs)`` tasks keyed ``(name, call, j)``,
-        gather their results in order."""
-        with warnings.catch_warnings():
-            # Large models make large tasks: by design, not by accident.
-            warnings.filterwarnings("ignore", "Sending large graph")
-            futures = [self.client.submit(func, *args, **kwargs,
-                                          key=(name, self._calls, j))
-                       for j, (func, args, kwargs) in enumerate(tasks)]
-        try:
-            return self.client.gather(futures)
-        except BaseException:
-            try:
-                self.client.cancel(futures)  # nothing of a failed update runs on
-            except Exception:  # the client closed: the original error matters
-                logger.debug("could not cancel %s", name, exc_info=True)
-            raise
+    def all_rows(self):
+        """Every row of every shard, as ``rows`` for :meth:`mean_loss`."""
+        return [np.arange(len(ids)) for ids in self.shards.ids]
+
+    def _loss_items(self, rows):
+        return [(i, i, r) for i, r in enumerate(rows) if len(r)]
+
+    @staticmethod
+    def _mean(losses, rows):
+        # fsum rounds exactly once: the same mean however shards were grouped.
+        return math.fsum(losses[i] for i in sorted(losses)) / sum(len(r) for r in rows)
+
+    # --- the calls ------------------------------------------------------
+
+    def _compute(self, weights, buffers, chunks, losses, sq_norms):
+        """Run ``chunks`` and ``losses`` where their shards are; retry the
+        missing ones after a worker is lost, until all are done."""
+        done_chunks, done_losses = {}, {}
+        timing = {"workers": {}, "rounds": 0, "wall_s": 0.0}
+        deadline = time.monotonic() + recover_timeout()
+        start = time.perf_counter()
+        while True:
+            todo_c = [c for c in chunks if c[0] not in done_chunks]
+            todo_l = [i for i in losses if i[0] not in done_losses]
+            if not (todo_c or todo_l):
+                break
+            if time.monotonic() > deadline:
+                raise NoWorkersError(
+                    f"the update could not be completed in {recover_timeout():.0f} s "
+                    "(dask config 'adadamp.recover-timeout'): workers kept leaving "
+                    "or failing")
+            plan = defaultdict(lambda: ([], []))
+            for c in todo_c:
+                plan[self.shards.holders[c[1]]][0].append(c)
+            for i in todo_l:
+                plan[self.shards.holders[i[1]]][1].append(i)
+            if None in plan:  # shards lost in an earlier round
+                self.shards.recover()
+                continue
+            timing["rounds"] += 1
+            replies = self.client.sync(self._call_all, plan, weights, buffers, sq_norms)
+            troubled = set()
+            for addr, reply in replies.items():
+                mine_c, mine_l = plan[addr]
+                if isinstance(reply, BaseException):
+                    logger.info("fit %s: call to %s failed (%r); recovering",
+                                self.token, addr, reply)
+                    self.shards.worker_lost(addr)
+                    self._has_spec.discard(addr)
+                    troubled.add(None)
+                    continue
+                status = reply.get("status") if isinstance(reply, dict) else None
+                if status == "OK":
+                    result = reply["result"]
+                    done_chunks.update(result["chunks"])
+                    done_losses.update(result["losses"])
+                    timing["workers"][addr] = (reply["rtt_s"], result["compute_s"])
+                elif status == "error":
+                    _, exc, tb = clean_exception(**reply)
+                    raise exc.with_traceback(tb)
+                elif status == "no-model":
+                    self._has_spec.discard(addr)
+                elif status == "missing":
+                    troubled |= {c[1] for c in mine_c if c[0] in reply["chunks"]}
+                    troubled |= {i[1] for i in mine_l if i[0] in reply["losses"]}
+                else:  # a worker without the handler yet (just joined)
+                    troubled.add(None)
+            if troubled:
+                self.shards.recover(troubled - {None})
+        timing["wall_s"] = time.perf_counter() - start
+        return done_chunks, done_losses, timing
+
+    async def _call_all(self, plan, weights, buffers, sq_norms):
+        """One call per worker, all at once; a failed call is returned as
+        its exception."""
+        common = {"token": self.token, "weights": to_serialize(weights),
+                  "buffers": to_serialize(buffers) if buffers else None,
+                  "sq_norms": sq_norms}
+
+        async def call(addr, chunks, losses):
+            keys = self.shards.keys
+            msg = dict(common,
+                       chunks=to_serialize([(j, *keys(s), rows, seed, rb)
+                                            for j, s, rows, seed, rb in chunks]),
+                       losses=to_serialize([(i, *keys(s), rows) for i, s, rows in losses]))
+            if addr not in self._has_spec:
+                msg["spec"] = to_serialize(self.spec)
+                self._has_spec.add(addr)
+            start = time.perf_counter()
+            reply = await self.client.rpc(addr).adadamp_compute(**msg)
+            if isinstance(reply, dict):
+                reply["rtt_s"] = time.perf_counter() - start
+            return reply
+
+        addrs = list(plan)
+        replies = await asyncio.gather(*(call(a, *plan[a]) for a in addrs),
+                                       return_exceptions=True)
+        for reply in replies:  # the fit's own bugs are not lost workers
+            if isinstance(reply, BaseException) and not isinstance(
+                    reply, (OSError, asyncio.TimeoutError)):
+                raise reply
+        return dict(zip(addrs, replies))
 
     @property
     def n_rows(self):
         """Training examples placed on the cluster."""
-        return sum(len(ids) for ids in self.shard_ids)
+        return sum(len(ids) for ids in self.shards.ids)
 
     @property
     def n_workers(self):
@@ -391,9 +411,9 @@ class FitSession:
         return len(self.client.nthreads())
 
     def workers_used(self, update):
-        """How many workers hold the shards an update reads (its tasks run
-        where their shard is)."""
-        return len({self._holders[chunk.shard] for chunk in update.chunks})
+        """How many workers hold the shards an update reads (its chunks are
+        computed where their shard is)."""
+        return len({self.shards.holders[chunk.shard] for chunk in update.chunks})
 
     def close(self):
         """Release everything this fit placed on the cluster.
@@ -402,7 +422,7 @@ class FitSession:
         cancelling: a persisted dask array the user passed shares its keys
         with the shards and must outlive the fit.
         """
-        self._shards, self.X = [], None
+        self.shards.close()
         try:
             self.client.run(worker.forget, self.token)
         except Exception:  # a closed client or a cluster gone: nothing left
@@ -413,6 +433,17 @@ class FitSession:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# Registration costs a round trip and the scheduler keeps the plugin (and
+# gives it to workers that join later): once per client.
+_extended = weakref.WeakSet()
+
+
+def _ensure_extension(client):
+    if client not in _extended:
+        client.register_plugin(WorkerExtension())
+        _extended.add(client)
 
 
 class Scaler:
@@ -492,12 +523,16 @@ class Scaler:
 
 
 class GradientSums(NamedTuple):
-    """What the tasks of one update return, added up.
+    """What the calls of one update return, added up.
 
     ``grad`` and ``loss`` are sums over the update's ``count`` examples;
     ``buffers`` are the module's buffers after the first chunk (or ``{}``);
     chunk ``j`` had ``chunk_sizes[j]`` examples and a mean gradient of
-    squared norm ``chunk_sq_norms[j]``.
+    squared norm ``chunk_sq_norms[j]`` (None unless asked for);
+    ``mean_loss`` is the training loss evaluated in the same calls (or
+    None); ``timing`` has the update's wall-clock seconds (``wall_s``), the
+    rounds of calls it took and, per worker, the call's round trip and
+    compute seconds.
     """
 
     grad: np.ndarray
@@ -506,6 +541,8 @@ class GradientSums(NamedTuple):
     buffers: dict
     chunk_sizes: list
     chunk_sq_norms: list
+    mean_loss: float | None = None
+    timing: dict | None = None
 
 
 def new_token():

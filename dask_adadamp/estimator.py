@@ -422,7 +422,8 @@ class DaskNetMixin:
             self.history[-1, "batches"])
         weights, buffers = self._weights()
         sums = self._session.gradient(weights, buffers, batch,
-                                      seed=(self.seed_, update_number))
+                                      seed=(self.seed_, update_number),
+                                      sq_norms=self.damper_.chunk_norms)
         grad, count, buffers = sums.grad, sums.count, sums.buffers
         loss = sums.loss / count
         if not (np.isfinite(loss) and np.isfinite(grad).all()):

@@ -9,8 +9,10 @@ worker, which is what makes updates independent of the cluster's size.
 import copy
 import io
 import threading
+import time
 
 import cloudpickle
+import numpy as np
 import torch
 from torch.nn.utils import parameters_to_vector
 
@@ -18,6 +20,9 @@ from torch.nn.utils import parameters_to_vector
 # deserialization and an allocation; an update costs neither.
 _MODELS = {}
 _MODELS_LOCK = threading.Lock()
+# Specs received by direct calls, by fit token (the model is built from one
+# on the first chunk that needs it).
+_SPECS = {}
 
 
 class ModelSpec:
@@ -100,14 +105,30 @@ def _model(spec):
         return entry
 
 
+def remember(spec):
+    """Keep a fit's model spec on this worker (its first direct call)."""
+    _SPECS[spec.token] = spec
+
+
+def knows(token):
+    """Whether this worker has the spec of fit ``token``."""
+    return token in _SPECS
+
+
+def spec_of(token):
+    """The spec :func:`remember` kept for fit ``token``."""
+    return _SPECS[token]
+
+
 def forget(token):
     """Drop the model a fit built on this worker (called when it ends)."""
+    _SPECS.pop(token, None)
     with _MODELS_LOCK:
         _MODELS.pop(token, None)
 
 
 def chunk_gradient(spec, weights, buffers, X, y, rows, seed,
-                   return_buffers=False):
+                   return_buffers=False, sq_norm=True, loaded=False):
     """Sum of per-example gradients and losses over ``rows`` of one shard.
 
     Parameters
@@ -127,6 +148,13 @@ def chunk_gradient(spec, weights, buffers, X, y, rows, seed,
         task gives the same result.
     return_buffers : bool
         Also return the buffers as the forward pass left them.
+    sq_norm : bool
+        Compute ``sq_norm`` (a float64 pass over the gradient that only
+        :class:`~dask_adadamp.dampers.NoiseScaleDamp` reads); else it is
+        None.
+    loaded : bool
+        The module already holds ``weights`` (an earlier chunk of the same
+        call loaded them): skip the copy.
 
     Returns
     -------
@@ -136,7 +164,7 @@ def chunk_gradient(spec, weights, buffers, X, y, rows, seed,
         Sum of the per-example losses.
     count : int
         ``len(rows)``.
-    sq_norm : float
+    sq_norm : float or None
         Squared norm of the chunk's mean gradient (for the gradient noise
         scale, see :class:`dask_adadamp.dampers.NoiseScaleDamp`).
     buffers : dict of str to numpy.ndarray
@@ -157,12 +185,15 @@ def chunk_gradient(spec, weights, buffers, X, y, rows, seed,
     module, criterion, lock = _model(spec)
     device = spec.device
     with lock:
-        params = _load(module, weights, buffers, device)
-        xb = torch.as_tensor(X[rows], device=device)
-        yb = torch.as_tensor(y[rows], device=device)
+        params = (list(module.parameters()) if loaded
+                  else _load(module, weights, buffers, device))
+        xb = torch.as_tensor(_take(X, rows), device=device)
+        yb = torch.as_tensor(_take(y, rows), device=device)
         module.train()
-        for p in params:
-            p.grad = None
+        criterion.train()
+        # One flat buffer holds every parameter's gradient: backward writes
+        # into it, so no flattening copy is needed afterwards.
+        grad = _flat_grads(params, device)
         torch.manual_seed(seed)
         out = module(xb)
         if spec.log_input:
@@ -173,16 +204,47 @@ def chunk_gradient(spec, weights, buffers, X, y, rows, seed,
         if getattr(criterion, "reduction", "mean") == "mean":
             loss = loss * len(rows)
         loss.backward()
-        grad = parameters_to_vector(
-            [p.grad if p.grad is not None else torch.zeros_like(p)
-             for p in params]).detach()
-        mean = grad.double() / len(rows)
-        result = (grad.cpu().numpy(), float(loss.detach()), len(rows),
-                  float(mean @ mean))
+        if grad is None:  # parameters of several dtypes: one copy after all
+            grad = parameters_to_vector(
+                [p.grad if p.grad is not None else torch.zeros_like(p)
+                 for p in params]).detach()
+        for p in params:  # the buffer is the result; the module lets go of it
+            p.grad = None
+        norm = None
+        if sq_norm:
+            mean = grad.double() / len(rows)
+            norm = float(mean @ mean)
+        result = (grad.cpu().numpy(), float(loss.detach()), len(rows), norm)
         if return_buffers:
             result += ({name: b.detach().cpu().numpy().copy()
                         for name, b in module.named_buffers()},)
         return result
+
+
+def _flat_grads(params, device):
+    """Point every parameter's ``.grad`` into one zeroed flat buffer and
+    return it, or None when the parameters do not share one dtype."""
+    dtypes = {p.dtype for p in params}
+    if len(dtypes) > 1:
+        for p in params:
+            p.grad = None
+        return None
+    grad = torch.zeros(sum(p.numel() for p in params), device=device,
+                       dtype=dtypes.pop() if dtypes else torch.float32)
+    offset = 0
+    for p in params:
+        p.grad = grad[offset:offset + p.numel()].view_as(p)
+        offset += p.numel()
+    return grad
+
+
+def _take(array, rows):
+    """``array[rows]``; a slice, not a copy, when the rows are consecutive."""
+    rows = np.asarray(rows)
+    if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and (
+            len(rows) == 1 or (np.diff(rows) == 1).all()):
+        return array[rows[0]:rows[-1] + 1]
+    return array[rows]
 
 
 def _load(module, weights, buffers, device):
@@ -257,3 +319,69 @@ def has_device(device):
     except (RuntimeError, AssertionError):
         return False
     return True
+
+
+def tree_sum(parts):
+    """Add arrays in a fixed binary tree over their positions.
+
+    At stride ``s = 1, 2, 4, ...`` part ``j`` (``j`` a multiple of ``2s``)
+    takes in part ``j + s``. The tree depends only on ``len(parts)``, so the
+    sum's bits do not depend on which worker computed which part, on the
+    order results arrived in, or on where the additions ran.
+
+    >>> import numpy as np
+    >>> tree_sum([np.array([1.0]), np.array([2.0]), np.array([3.0])])
+    array([6.])
+    """
+    parts = list(parts)
+    stride = 1
+    while stride < len(parts):
+        for j in range(0, len(parts) - stride, 2 * stride):
+            parts[j] = parts[j] + parts[j + stride]  # new arrays: inputs stay as they are
+        stride *= 2
+    return parts[0].copy() if len(parts) == 1 else parts[0]
+
+
+def compute_call(spec, weights, buffers, chunks, losses, sq_norms):
+    """One update's share of a worker: gradients of its chunks, losses of
+    its evaluation rows, all at one set of weights.
+
+    Parameters
+    ----------
+    spec, weights, buffers
+        As for :func:`chunk_gradient`.
+    chunks : list of (int, X, y, rows, seed, return_buffers)
+        Chunk number in the update, its shard's arrays, rows and seed.
+    losses : list of (int, X, y, rows)
+        Evaluation item number, shard arrays and rows, forward only.
+    sq_norms : bool
+        Compute each chunk's squared gradient norm.
+
+    Returns
+    -------
+    dict
+        ``chunks``: ``{j: chunk_gradient's tuple}``; ``losses``: ``{i: loss
+        sum}``; ``compute_s``: seconds spent computing.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> spec = ModelSpec("doc-call", torch.nn.Linear(2, 1), torch.nn.MSELoss(), "cpu")
+    >>> X = np.ones((4, 2), "float32"); y = np.zeros((4, 1), "float32")
+    >>> out = compute_call(spec, np.zeros(3, "float32"), {},
+    ...                    [(0, X, y, np.arange(2), 0, False)],
+    ...                    [(0, X, y, np.arange(4))], sq_norms=False)
+    >>> out["chunks"][0][2], out["losses"][0]
+    (2, 0.0)
+    """
+    start = time.perf_counter()
+    out = {}
+    for n, (j, X, y, rows, seed, return_buffers) in enumerate(chunks):
+        out[j] = chunk_gradient(spec, weights, buffers, X, y, rows, seed,
+                                return_buffers=return_buffers,
+                                sq_norm=sq_norms, loaded=n > 0)
+    losses = ({i: s for (i, *_), s in zip(losses, shards_loss(
+        spec, weights, buffers, [(X, y) for _, X, y, _ in losses],
+        [rows for *_, rows in losses]))} if losses else {})
+    return {"chunks": out, "losses": losses,
+            "compute_s": time.perf_counter() - start}

@@ -137,7 +137,7 @@ def test_tasks_are_named_for_the_dashboard(client, small_data):
     with get_task_stream(client) as ts:
         make_classifier(max_epochs=1).fit(X, y)
     names = {key_split(t["key"]) for t in ts.data}
-    assert {"adadamp-gradient", "adadamp-shard-X", "adadamp-shard-y"} <= names
+    assert {"adadamp-shard-X", "adadamp-shard-y"} <= names
 
 
 async def _exit_process():

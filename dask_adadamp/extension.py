@@ -1,0 +1,101 @@
+"""The worker side of the direct update path: handlers a WorkerPlugin adds.
+
+Each update, the client calls every worker that holds rows of the update
+once, straight through its connection pool (``client.rpc(addr)``), the way
+distributed's P2P shuffle extension talks to workers: the scheduler is not
+on the per-update path. The handler finds the shards the call names in the
+worker's own data (they were placed as Dask keys, so the scheduler knows
+where they are and can move them), computes off the event loop in the
+worker's executor and replies with per-chunk sums.
+
+Replies are dicts with a ``status``:
+
+- ``"OK"``: ``result`` holds :func:`dask_adadamp.worker.compute_call`'s dict;
+- ``"missing"``: ``chunks`` and ``losses`` list the items whose shard
+  this worker does not hold (moved or lost): the client finds the shards
+  again and calls where they are;
+- ``"no-model"``: the worker has not seen this fit's model yet (it joined
+  late, or restarted): the client calls again with the model.
+
+- ``"error"``: the model raised (a module that fails in training); the
+  client raises the same exception, with its traceback, as a task's would.
+
+Examples
+--------
+The client registers the extension once per cluster; workers that join
+later get it too:
+
+>>> from distributed import Client, LocalCluster
+>>> cluster = LocalCluster(n_workers=1, processes=False, dashboard_address=':0')
+>>> client = Client(cluster)
+>>> client.register_plugin(WorkerExtension())
+>>> [("adadamp_compute" in h) for h in client.run(
+...     lambda dask_worker: list(dask_worker.handlers)).values()]
+[True]
+>>> client.close(); cluster.close()
+"""
+import asyncio
+import logging
+
+from distributed import WorkerPlugin
+from distributed.core import error_message
+from distributed.protocol.serialize import to_serialize
+
+from . import worker as compute
+
+logger = logging.getLogger(__name__)
+
+NAME = "dask-adadamp"
+
+
+class WorkerExtension(WorkerPlugin):
+    """Add the ``adadamp_compute`` handler to a worker.
+
+    Registered by a fit with ``client.register_plugin`` (idempotent: one
+    registration per cluster, inherited by workers that join later).
+    """
+
+    name = NAME
+    idempotent = True
+
+    def setup(self, worker):
+        self.worker = worker
+        worker.handlers["adadamp_compute"] = self.compute
+
+    def teardown(self, worker):
+        worker.handlers.pop("adadamp_compute", None)
+
+    async def compute(self, token, weights, buffers, chunks, losses,
+                      sq_norms=False, spec=None):
+        """Handler: one update's share of this worker.
+
+        ``chunks`` is a list of ``(j, key_X, key_y, rows, seed,
+        return_buffers)`` and ``losses`` of ``(i, key_X, key_y, rows)``;
+        ``spec`` comes with a fit's first call to a worker.
+        """
+        try:
+            if spec is not None:
+                compute.remember(spec)
+            elif not compute.knows(token):
+                return {"status": "no-model"}
+            data = self.worker.data
+            gone = {"chunks": [c[0] for c in chunks if not _holds(data, c[1:3])],
+                    "losses": [i[0] for i in losses if not _holds(data, i[1:3])]}
+            if gone["chunks"] or gone["losses"]:
+                return {"status": "missing", **gone}
+            spec = compute.spec_of(token)
+            chunk_args = [(j, data[kx], data[ky], rows, seed, rb)
+                          for j, kx, ky, rows, seed, rb in chunks]
+            loss_args = [(i, data[kx], data[ky], rows) for i, kx, ky, rows in losses]
+            # Off the event loop: a long computation there would block the
+            # worker's heartbeats and every other message.
+            result = await asyncio.get_running_loop().run_in_executor(
+                self.worker.executors["default"], compute.compute_call, spec,
+                weights, buffers or {}, chunk_args, loss_args, sq_norms)
+            return {"status": "OK", "result": to_serialize(result)}
+        except Exception as exc:  # the model's own errors go back to the fit
+            return error_message(exc, status="error")
+
+
+def _holds(data, keys):
+    return all(key in data for key in keys)

@@ -1,0 +1,276 @@
+"""A fit's training data on the cluster: placement, moves and recovery.
+
+The data moves once. Numpy rows are shuffled, cut into shards and sent from
+the client straight to the workers (``scatter``, never through the
+scheduler); a dask array's row blocks are persisted where they are. Each
+shard is a pair of Dask keys (X and y) named after the fit, so the
+scheduler knows where every shard is and the task stream shows placement
+(``adadamp-shard-X``/``-y`` tasks). The client remembers each shard's
+*holder*, the worker its update calls go to.
+
+When a worker dies or leaves, :meth:`Shards.recover` finds the shards that
+were there and puts them back on live workers: a numpy shard from the
+client's own copy of the rows, a dask-array block by letting the scheduler
+recompute it from its graph. With no worker at all it waits for new ones
+up to a timeout, then raises.
+"""
+import logging
+import time
+from collections import defaultdict
+
+import dask
+import dask.array as da
+import numpy as np
+from dask.core import flatten
+from distributed import futures_of, wait
+
+from . import worker
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a fit waits for workers when it has none left (dask config
+#: ``adadamp.recover-timeout``).
+RECOVER_TIMEOUT = 60
+
+
+def recover_timeout():
+    """The ``adadamp.recover-timeout`` dask config value, in seconds.
+
+    >>> import dask
+    >>> with dask.config.set({"adadamp.recover-timeout": 5}):
+    ...     recover_timeout()
+    5.0
+    """
+    return float(dask.config.get("adadamp.recover-timeout", RECOVER_TIMEOUT))
+
+
+class NoWorkersError(TimeoutError):
+    """The fit lost every worker and none came back in time."""
+
+
+class Shards:
+    """Where one fit's shards are, and how to put them back.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    token : str
+        The fit's name; every key placed carries it.
+
+    Attributes
+    ----------
+    ids : list of numpy.ndarray
+        For each shard, the global example number of each of its rows.
+    holders : list of str
+        For each shard, the address of the worker that holds it.
+    """
+
+    def __init__(self, client, token):
+        self.client = client
+        self.token = token
+        self.ids = []
+        self.holders = []
+        self.workers = []
+        self._futures = []
+        self._source = None
+        self._generation = 0
+        self._dead = set()
+        self.X = None
+
+    # --- placement --------------------------------------------------------
+
+    def place_numpy(self, X, y, shard_rows, seed):
+        """Deal shuffled rows into shards, shard ``i`` onto worker ``i mod P``.
+
+        The sampler takes consecutive shards for consecutive chunks, so this
+        placement spreads every update over all workers. The client keeps
+        ``X`` and ``y`` (the arrays the fit was given) to re-place a shard
+        whose worker died.
+        """
+        order = np.random.default_rng([seed, 1]).permutation(len(X))
+        self.ids = [order[i:i + shard_rows] for i in range(0, len(order), shard_rows)]
+        self._source = (X, y)
+        self._futures = [None] * len(self.ids)
+        self.holders = [None] * len(self.ids)
+        self.workers = self.live_workers(wait=True)
+        self._scatter(range(len(self.ids)), self.workers)
+
+    def place_dask(self, X, y):
+        """Persist the arrays' row blocks where they are; each is a shard."""
+        X = X.rechunk({axis: -1 for axis in range(1, X.ndim)})
+        if any(np.isnan(c) for c in X.chunks[0]):
+            X = X.compute_chunk_sizes()
+        y = da.asarray(y).rechunk((X.chunks[0],) + tuple((s,) for s in y.shape[1:]))
+        bounds = np.cumsum((0,) + X.chunks[0])
+        self.ids = [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+        X, y = self.client.persist([X, y])
+        by_key = {f.key: f for f in futures_of(X) + futures_of(y)}
+        keys = zip(flatten(X.__dask_keys__()), flatten(y.__dask_keys__()), X.chunks[0])
+        self._futures = [(by_key[kx], by_key[ky]) for kx, ky, n in keys if n]
+        self.X = X
+        self.holders = [None] * len(self._futures)
+        self.workers = self.live_workers(wait=True)
+        wait([f for pair in self._futures for f in pair], timeout=recover_timeout())
+        self._locate(range(len(self._futures)))
+
+    def _scatter(self, shards, workers):
+        """Send shards from the client's copy to ``workers[i mod P]``.
+
+        The rows go straight to their worker; a task per array then takes
+        them over under the shard's key, so that the task stream shows the
+        placement (the scheduler only ever sees the task, not the rows).
+        """
+        X, y = self._source
+        self._generation += 1
+        gen = self._generation
+        raw, where = defaultdict(dict), {}
+        for i in shards:
+            target = workers[i % len(workers)]
+            where[i] = target
+            rows = self.ids[i]
+            raw[target][f"adadamp-rows-X-{self.token}-{i}-{gen}"] = X[rows]
+            raw[target][f"adadamp-rows-y-{self.token}-{i}-{gen}"] = y[rows]
+        scattered = {}
+        for target, data in raw.items():
+            scattered.update(self.client.scatter(data, workers=[target], direct=True))
+        for i, target in where.items():
+            self._futures[i] = tuple(
+                self.client.submit(worker.identity,
+                                   scattered[f"adadamp-rows-{n}-{self.token}-{i}-{gen}"],
+                                   key=(f"adadamp-shard-{n}-{self.token}", i, gen),
+                                   workers=[target], allow_other_workers=True)
+                for n in "Xy")
+        wait([f for i in where for f in self._futures[i]], timeout=recover_timeout())
+        self._locate(where)
+
+    def follow(self, workers):
+        """Spread the shards over ``workers`` (addresses), shard ``i`` on
+        worker ``i mod P``, moving only those that are elsewhere.
+
+        A move is a task reading the old key on its new worker: the rows go
+        from worker to worker, never through the client.
+        """
+        workers = sorted(set(workers) - self._dead)
+        if not workers or workers == self.workers:
+            return
+        self._generation += 1
+        moved = []
+        for i, (fx, fy) in enumerate(self._futures):
+            target = workers[i % len(workers)]
+            if self.holders[i] != target:
+                self._futures[i] = tuple(
+                    self.client.submit(worker.identity, f,
+                                       key=(f"adadamp-shard-{n}-{self.token}", i,
+                                            self._generation),
+                                       workers=[target], allow_other_workers=True)
+                    for n, f in (("X", fx), ("y", fy)))
+                moved.append(i)
+        self.workers = workers
+        if moved:
+            wait([f for i in moved for f in self._futures[i]], timeout=recover_timeout())
+            self._locate(moved)
+
+    # --- where things are -------------------------------------------------
+
+    def live_workers(self, wait=False):
+        """Addresses of the workers the scheduler has, less those this fit
+        saw die; with ``wait``, waits for one when there are none."""
+        deadline = time.monotonic() + recover_timeout()
+        while True:
+            live = sorted(set(self.client.nthreads()) - self._dead)
+            if live or not wait:
+                return live
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise NoWorkersError(
+                    f"the cluster has had no workers for {recover_timeout():.0f} s "
+                    "(dask config 'adadamp.recover-timeout'); the fit stopped "
+                    "with the weights of its last complete update. Start workers "
+                    "and fit again, or raise the timeout.")
+            try:
+                self.client.wait_for_workers(len(self._dead) + 1, timeout=min(left, 1.0))
+            except TimeoutError:
+                pass
+
+    def _locate(self, shards):
+        """Ask the scheduler where shards are (after placement or a loss).
+
+        A shard's holder is a live worker with both its X and its y. Blocks
+        of a dask X and y that the user's cluster put on different workers
+        are brought together first (y moves to X's worker).
+        """
+        shards = list(shards)
+        where = self.client.who_has([f for i in shards for f in self._futures[i]])
+        apart = []
+        for i in shards:
+            on_x, on_y = (set(where.get(f.key, ())) - self._dead for f in self._futures[i])
+            both = sorted(on_x & on_y)
+            self.holders[i] = both[0] if both else None
+            if not both and on_x and on_y:
+                apart.append((i, min(on_x)))
+        if apart:
+            self._generation += 1
+            for i, target in apart:
+                fx, fy = self._futures[i]
+                self._futures[i] = (fx, self.client.submit(
+                    worker.identity, fy, workers=[target], allow_other_workers=True,
+                    key=(f"adadamp-shard-y-{self.token}", i, self._generation)))
+            wait([self._futures[i][1] for i, _ in apart], timeout=recover_timeout())
+            self._locate([i for i, _ in apart])
+
+    def worker_lost(self, address):
+        """A call to ``address`` failed: it is gone for this fit (a worker
+        restarted by its nanny comes back under a new address)."""
+        self._dead.add(address)
+
+    def recover(self, shards=()):
+        """Make sure every shard is held by a live worker.
+
+        ``shards`` are shards a worker said it does not hold (moved or
+        lost); shards on workers that died are found here too. A numpy shard
+        that is gone is sent again from the client's copy; a dask-array
+        block is recomputed by the scheduler from its graph.
+        """
+        live = self.live_workers(wait=True)
+        suspects = set(shards) | {i for i, h in enumerate(self.holders)
+                                  if h not in live}
+        if not suspects:
+            return
+        self._locate(suspects)
+        gone = sorted(i for i in suspects if self.holders[i] not in live)
+        if not gone:
+            return
+        logger.info("fit %s: re-placing %d shards lost with their workers",
+                    self.token, len(gone))
+        if self._source is not None:
+            self._scatter(gone, live)
+        else:
+            # The scheduler recomputes a wanted key whose worker died.
+            futures = [f for i in gone for f in self._futures[i]]
+            wait(futures, timeout=recover_timeout())
+            bad = [f for f in futures if f.status != "finished"]
+            if bad:
+                raise RuntimeError(
+                    f"{len(bad)} blocks of the training data were lost and could "
+                    f"not be recomputed (first: {bad[0].key!r}, {bad[0].status})")
+            self._locate(gone)
+        self.workers = live
+
+    def keys(self, shard):
+        """The Dask keys of shard ``shard``'s X and y."""
+        return tuple(f.key for f in self._futures[shard])
+
+    def check_finite(self):
+        """Raise ValueError if the placed dask X holds NaN or infinity."""
+        if self.X is not None and not bool(da.isfinite(self.X).all().compute()):
+            raise ValueError("X contains NaN or infinite values; "
+                             "only finite numbers are accepted")
+
+    def close(self):
+        """Drop every reference: the scheduler forgets the fit's keys (a
+        persisted dask array the user passed keeps its own)."""
+        self._futures, self.X, self._source = [], None, None
+
+    def __len__(self):
+        return len(self.ids)
+
