@@ -41,7 +41,8 @@ PLUGIN_NAME = "dask-adadamp-dashboard"
 # "epochs": epochs done at the end of the update, fractional (the x axis of
 # the page's "epochs" view); "epoch": the epoch the update belongs to.
 UPDATE_COLUMNS = ("update", "epoch", "epochs", "time", "batch_size", "lr",
-                  "n_workers", "loss", "examples_per_s", "signal")
+                  "n_workers", "loss", "examples_per_s", "signal",
+                  "compute_ms", "comm_ms")
 EPOCH_COLUMNS = ("epoch", "model_updates", "train_loss", "valid_loss", "dur")
 # "time" is added by the monitor: seconds since the fit started.
 _RECORD_COLUMNS = tuple(c for c in UPDATE_COLUMNS if c != "time")
@@ -146,6 +147,7 @@ class FitMonitor:
         self._updates = {c: [] for c in UPDATE_COLUMNS}
         self._epochs = {c: [] for c in EPOCH_COLUMNS}
         self._signal_name = None
+        self._workers = {}  # address -> [calls, round trip s, compute s]
         self.enabled = _ensure_plugin(client)
         try:
             info = {str(k): _value(v) for k, v in (info or {}).items()}
@@ -155,7 +157,7 @@ class FitMonitor:
         self._send("start", name=self.name, info=info,
                    client=getattr(client, "id", None))
 
-    def update(self, record):
+    def update(self, record, workers=None):
         """Buffer one model update's record; send the buffer if it is due.
 
         Parameters
@@ -165,7 +167,12 @@ class FitMonitor:
             (epochs done, fractional), ``batch_size``,
             ``lr``, ``n_workers``, ``loss``, ``examples_per_s``, and
             optionally ``signal_name`` (``"loss_ratio"`` or
-            ``"noise_scale"``) with ``signal``. Missing keys become None.
+            ``"noise_scale"``) with ``signal``, ``compute_ms`` and
+            ``comm_ms`` (the slowest worker's compute and the rest of the
+            update's calls). Missing keys become None.
+        workers : dict, optional
+            ``{address: [round trip ms, compute ms]}`` of the update's
+            calls; the page shows each worker's means over the fit.
         """
         if not self.enabled or self.closed:
             return
@@ -175,6 +182,11 @@ class FitMonitor:
             for column in _RECORD_COLUMNS:
                 rows[column].append(_value(record.get(column)))
             rows["time"].append(now - self._started)
+            for addr, (rtt, compute) in (workers or {}).items():
+                acc = self._workers.setdefault(str(addr), [0, 0.0, 0.0])
+                acc[0] += 1
+                acc[1] += rtt
+                acc[2] += compute
             if record.get("signal_name") is not None:
                 self._signal_name = str(record["signal_name"])
             if now - self._last_flush >= FLUSH_INTERVAL:
@@ -207,7 +219,10 @@ class FitMonitor:
         self._last_flush = time.monotonic()
         updates, self._updates = self._updates, {c: [] for c in UPDATE_COLUMNS}
         epochs, self._epochs = self._epochs, {c: [] for c in EPOCH_COLUMNS}
-        self._send(kind, updates=updates, epochs=epochs,
+        workers = {addr: {"calls": n, "compute_ms": _value(compute / n),
+                          "comm_ms": _value((rtt - compute) / n)}
+                   for addr, (n, rtt, compute) in self._workers.items()}
+        self._send(kind, updates=updates, epochs=epochs, workers=workers,
                    signal_name=self._signal_name, **extra)
 
     def close(self, status="finished"):
@@ -287,6 +302,7 @@ class _Fit:
         self.status = "running"
         self.started = self.updated = time.time()
         self.signal_name = None
+        self.workers = {}
         self.updates = _Table(UPDATE_COLUMNS, max_rows)
         self.epochs = _Table(EPOCH_COLUMNS, max_rows)
 
@@ -294,6 +310,7 @@ class _Fit:
         return {"fit": self.fit, "name": self.name, "info": self.info,
                 "status": self.status, "started": self.started,
                 "updated": self.updated, "signal_name": self.signal_name,
+                "workers": self.workers,
                 "updates": self.updates.columns,
                 "epochs": self.epochs.columns}
 
@@ -360,6 +377,8 @@ class DashboardPlugin(SchedulerPlugin):
         fit.epochs.extend(msg.get("epochs"))
         if msg.get("signal_name"):
             fit.signal_name = msg["signal_name"]
+        if isinstance(msg.get("workers"), dict):
+            fit.workers = msg["workers"]
         if kind == "end":
             fit.status = "failed" if msg.get("status") == "failed" else "finished"
         fit.updated = time.time()
@@ -508,6 +527,15 @@ class AdadampPage:
             epochs.scatter("epoch", y, source=self.sources["epochs"],
                            color=color, size=5)
         epochs.legend.location = "top_right"
+        # Where an update's time goes: the slowest worker's compute, and the
+        # rest of its calls (weights out, sums back, waiting).
+        times = self._figure("Update time (ms)", "update", x_range=x_range)
+        for y, color, label in (("compute_ms", "#2ca02c", "compute"),
+                                ("comm_ms", "#d62728", "communication")):
+            self.lines.append(times.line("update", y, source=self.sources["updates"],
+                                         color=color, line_width=2,
+                                         legend_label=label))
+        times.legend.location = "top_right"
         self.plots = [
             batch,
             plot("Learning rate", "lr", x_range=x_range),
@@ -515,8 +543,11 @@ class AdadampPage:
             plot("Training loss", "loss", x_range=x_range),
             plot("Examples per second", "examples_per_s", x_range=x_range),
             self.signal_plot,
+            times,
             epochs,
         ]
+        self.workers = Div(text="", name="adadamp-workers",
+                           sizing_mode="stretch_width")
         self.x_axis = RadioButtonGroup(labels=["model updates", "epochs"],
                                        active=0, name="adadamp-x-axis")
         self.x_axis.on_change("active", self._on_x_axis)
@@ -524,6 +555,7 @@ class AdadampPage:
             row(self.select, self.x_axis, self.info, sizing_mode="stretch_width"),
             gridplot(self.plots, ncols=2, sizing_mode="stretch_width",
                      height=180, toolbar_location="right"),
+            self.workers,
             sizing_mode="stretch_width", name="adadamp-root")
 
     @staticmethod
@@ -562,6 +594,9 @@ class AdadampPage:
         text = self._info_text(fit)
         if self.info.text != text:
             self.info.text = text
+        text = self._workers_text(fit)
+        if self.workers.text != text:
+            self.workers.text = text
 
     def _show(self, fit_id):
         if fit_id != self.fit_id:
@@ -612,3 +647,22 @@ class AdadampPage:
         return (f"<b>{escape(fit.name)}</b> &mdash; {fit.status}, "
                 f"{n_updates} model updates, {n_epochs} epochs"
                 + (f"<br>{extras}" if extras else ""))
+
+    @staticmethod
+    def _workers_text(fit):
+        """Each worker's mean compute and communication per call."""
+        from html import escape
+
+        if not fit.workers:
+            return ""
+        rows = "".join(
+            f"<tr><td>{escape(str(addr))}</td><td>{escape(str(w.get('calls')))}</td>"
+            f"<td>{_ms(w.get('compute_ms'))}</td><td>{_ms(w.get('comm_ms'))}</td></tr>"
+            for addr, w in sorted(fit.workers.items()) if isinstance(w, dict))
+        return ("<b>Per worker</b> (means over the fit's calls)<table>"
+                "<tr><th>worker</th><th>calls</th><th>compute (ms)</th>"
+                "<th>communication (ms)</th></tr>" + rows + "</table>")
+
+
+def _ms(value):
+    return f"{value:.2f}" if isinstance(value, (int, float)) else "-"

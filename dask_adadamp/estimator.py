@@ -389,12 +389,14 @@ class DaskNetMixin:
                 group["lr"] = lr_base
         self.damper_.observe(self._last_stats)
         record = {"batch_size": len(batch),
-                  "n_workers": self._session.workers_used(batch), "lr": lr}
+                  "n_workers": self._session.workers_used(batch), "lr": lr,
+                  **_call_times(self._last_timing)}
         name = self.damper_.signal_name
         if name is not None and getattr(self.damper_, "signal_", None) is not None:
             record[name] = float(self.damper_.signal_)
         for key, value in record.items():
             self.history.record_batch(key, value)
+        workers = record.pop("workers_ms")
         now = time.perf_counter()
         # The wall-clock time since the previous update ended: sampling, the
         # schedule's loss evaluations and the optimizer step all count.
@@ -407,7 +409,7 @@ class DaskNetMixin:
             "epoch": len(self.history),
             "epochs": len(self.history) - 1 + self._epoch_rows / self._session.n_rows,
             "loss": self._last_stats.loss,
-            "signal_name": name, "signal": record.get(name)})
+            "signal_name": name, "signal": record.get(name)}, workers=workers)
         return step
 
     def train_step_single(self, batch, **fit_params):
@@ -443,6 +445,7 @@ class DaskNetMixin:
                 p.grad = torch.from_numpy(mean[offset:offset + n]).view_as(
                     p).to(p.device)
             offset += n
+        self._last_timing = sums.timing
         self._last_stats = UpdateStats(
             batch_size=count, loss=float(loss),
             sq_norm=float(mean.astype(np.float64) @ mean.astype(np.float64)),
@@ -604,6 +607,26 @@ class DaskNetMixin:
         if not (state.get("client") is None or isinstance(state["client"], str)):
             state["client"] = None
         return state
+
+
+def _call_times(timing):
+    """What an update's calls cost, for its history row (milliseconds).
+
+    ``compute_ms``: the slowest worker's compute; ``comm_ms``: the rest of
+    the calls' wall-clock time (sending weights, receiving sums, waiting);
+    ``workers_ms``: each worker's ``[round trip, compute]``; ``rounds``:
+    rounds of calls (more than 1 after a worker was lost mid-update).
+
+    >>> _call_times({"wall_s": 0.010, "rounds": 1,
+    ...              "workers": {"tcp://a:1": (0.009, 0.006)}})
+    {'compute_ms': 6.0, 'comm_ms': 4.0, 'rounds': 1, 'workers_ms': {'tcp://a:1': [9.0, 6.0]}}
+    """
+    per_worker = {addr: [round(1e3 * rtt, 3), round(1e3 * compute, 3)]
+                  for addr, (rtt, compute) in sorted(timing["workers"].items())}
+    compute = max((c for _, c in per_worker.values()), default=0.0)
+    return {"compute_ms": compute,
+            "comm_ms": round(max(1e3 * timing["wall_s"] - compute, 0.0), 3),
+            "rounds": timing["rounds"], "workers_ms": per_worker}
 
 
 def _local_device(device):

@@ -200,7 +200,10 @@ class Shards:
         are brought together first (y moves to X's worker).
         """
         shards = list(shards)
-        where = self.client.who_has([f for i in shards for f in self._futures[i]])
+        # The scheduler's own answer: Client.who_has raises for futures
+        # cancelled with a lost worker, and those are the ones to find.
+        where = self.client.sync(self.client.scheduler.who_has, keys=[
+            f.key for i in shards for f in self._futures[i]])
         apart = []
         for i in shards:
             on_x, on_y = (set(where.get(f.key, ())) - self._dead for f in self._futures[i])

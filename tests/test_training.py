@@ -1,8 +1,10 @@
 """What a fit computes: gradient descent, determinism, dask arrays, history."""
 import copy
 import os
+import sys
 
 import dask.array as da
+import cloudpickle
 import numpy as np
 import pytest
 import torch
@@ -140,39 +142,67 @@ def test_tasks_are_named_for_the_dashboard(client, small_data):
     assert {"adadamp-shard-X", "adadamp-shard-y"} <= names
 
 
-async def _exit_process():
-    os._exit(1)
+class DiesOnCue(MLP):
+    """An MLP whose forward pass, in training, exits its worker process the
+    first time a cue file exists (the process that removes it dies)."""
+
+    def __init__(self, *args, cue="", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cue = cue
+
+    def forward(self, X):
+        if self.training and self.cue:
+            # A file as the cue, or a folder of cues: one per process to kill.
+            cues = ([os.path.join(self.cue, f) for f in sorted(os.listdir(self.cue))]
+                    if os.path.isdir(self.cue) else [self.cue])
+            for cue in cues:
+                try:
+                    os.remove(cue)
+                except FileNotFoundError:
+                    continue
+                os._exit(1)
+        return super().forward(X)
 
 
-def test_worker_killed_mid_fit_gives_the_same_weights(digits_data):
+def test_worker_killed_mid_update_gives_the_same_weights(digits_data, tmp_path):
     X, _, y, _ = digits_data
-    kwargs = dict(batch_size=256, grads_per_worker=64, max_epochs=3)
+    kwargs = dict(batch_size=256, grads_per_worker=64, max_epochs=3,
+                  module__n_features=64)
     reference = fit_on(3, X, y, **kwargs)
 
     from skorch.callbacks import Callback
 
-    class KillAWorker(Callback):
-        """Kill one worker process while update 5's tasks run."""
+    cue = tmp_path / "die"
 
-        def __init__(self, client):
-            self.client = client
+    class Cue(Callback):
+        """Lay the cue before update 5: a worker dies inside its compute."""
+
+        def __init__(self):
             self.updates = 0
-            self.killed = []
 
         def on_batch_begin(self, net, training=False, **kwargs):
-            if training:
-                self.updates += 1
-                if self.updates == 5:
-                    victim = sorted(self.client.nthreads())[0]
-                    self.client.run(_exit_process, workers=[victim], wait=False)
-                    self.killed.append(victim)
+            self.updates += 1 if training else 0
+            if training and self.updates == 5:
+                cue.touch()
 
-    with make_cluster(3) as cluster, Client(cluster) as client:
-        killer = KillAWorker(client)
-        est = make_classifier(client=client, callbacks=[("kill", killer)],
-                              **kwargs).fit(X, y)
-        assert killer.killed
-        assert adadamp_keys(client) == []
+    # The workers unpickle this test's module class by value.
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        with make_cluster(3) as cluster, Client(cluster) as client:
+            before = set(client.nthreads())
+            est = make_classifier(client=client, module=DiesOnCue,
+                                  module__cue=str(cue), callbacks=[("cue", Cue())],
+                                  **kwargs).fit(X, y)
+            assert adadamp_keys(client) == []
+            after = set(client.nthreads())
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    # The kill landed during update 5: a worker consumed the cue and died (its
+    # nanny restarted it under a new address), and update 5 alone needed a
+    # second round of calls.
+    assert not cue.exists() and before - after
+    rounds = [b["rounds"] for epoch in est.history for b in epoch["batches"]]
+    assert rounds[4] == 2 and rounds[:4] + rounds[5:] == [1] * (len(rounds) - 1)
     assert torch.equal(weights(est), weights(reference))
     assert est.history[:, "train_loss"] == reference.history[:, "train_loss"]
 
@@ -258,17 +288,16 @@ def weights_of(module):
 
 def test_updates_are_spread_over_the_workers(client, digits_data):
     X, _, y, _ = digits_data
-    with get_task_stream(client) as ts:
-        make_classifier(batch_size=128, grads_per_worker=64, max_epochs=2).fit(X, y)
-    workers_per_update = {}
-    for task in ts.data:
-        if key_split(task["key"]) == "adadamp-gradient":
-            workers_per_update.setdefault(task["key"][1], []).append(task["worker"])
-    # Full updates have 2 chunks, placed so that each worker computes one
-    # (the scheduler's work stealing may rarely move one).
-    full = [w for w in workers_per_update.values() if len(w) == 2]
+    est = make_classifier(batch_size=128, grads_per_worker=64, max_epochs=2).fit(X, y)
+    batches = [b for epoch in est.history for b in epoch["batches"]]
+    # Full updates have 2 chunks, placed so that each worker computes one.
+    full = [b for b in batches if b["batch_size"] == 128]
     assert len(full) == 22  # 11 full updates of 128 per epoch, 2 epochs
-    assert sum(len(set(w)) == 2 for w in full) >= 0.9 * len(full)
+    assert all(len(b["workers_ms"]) == 2 and b["n_workers"] == 2 for b in full)
+    for b in full:  # each worker's round trip includes its compute
+        assert all(rtt >= compute > 0 for rtt, compute in b["workers_ms"].values())
+        assert b["compute_ms"] == max(c for _, c in b["workers_ms"].values())
+        assert b["comm_ms"] >= 0 and b["rounds"] == 1
 
 
 def test_gradients_do_not_depend_on_where_the_weights_landed_in_memory():

@@ -1,0 +1,84 @@
+"""Workers lost in the middle of an update: every worker, and for good."""
+import sys
+
+import cloudpickle
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import torch
+from distributed import Client
+from skorch.callbacks import Callback
+
+from conftest import adadamp_keys, make_classifier, make_cluster, weights
+from dask_adadamp.shards import NoWorkersError
+from test_training import DiesOnCue, fit_on
+
+KWARGS = dict(batch_size=256, grads_per_worker=64, max_epochs=2,
+              module__n_features=64)
+
+
+class AtUpdate(Callback):
+    """Run ``action`` just before training update ``number``."""
+
+    def __init__(self, number, action):
+        self.number, self.action, self.updates = number, action, 0
+
+    def on_batch_begin(self, net, training=False, **kwargs):
+        self.updates += 1 if training else 0
+        if training and self.updates == self.number:
+            self.action()
+
+
+@pytest.fixture
+def by_value():
+    """Workers unpickle test_training's module class by value."""
+    module = sys.modules[DiesOnCue.__module__]
+    cloudpickle.register_pickle_by_value(module)
+    yield
+    cloudpickle.unregister_pickle_by_value(module)
+
+
+@pytest.mark.parametrize("as_dask", [False, True])
+def test_every_worker_killed_mid_update_gives_the_same_weights(
+        digits_data, tmp_path, by_value, as_dask):
+    X, _, y, _ = digits_data
+    reference = fit_on(2, X, y, **KWARGS)
+    cues = tmp_path / "cues"
+    cues.mkdir()
+
+    def lay_cues():  # one per worker: each dies inside its compute
+        for i in range(2):
+            (cues / str(i)).touch()
+
+    if as_dask:  # the blocks come back from their graph
+        X, y = da.from_array(X, chunks=400), da.from_array(y, chunks=400)
+    with make_cluster(2) as cluster, Client(cluster) as client:
+        before = set(client.nthreads())
+        est = make_classifier(client=client, module=DiesOnCue, module__cue=str(cues),
+                              callbacks=[("kill", AtUpdate(5, lay_cues))], **KWARGS)
+        if as_dask:  # dask arrays keep their own blocks: compare like with like
+            reference = fit_on(2, X, y, **KWARGS)
+        est.fit(X, y)
+        after = set(client.nthreads())
+        assert adadamp_keys(client) == []
+    # Both workers died during update 5 and came back under new addresses.
+    assert list(cues.iterdir()) == [] and not before & after
+    rounds = [b["rounds"] for epoch in est.history for b in epoch["batches"]]
+    assert rounds[4] >= 2 and sum(rounds) - rounds[4] == len(rounds) - 1
+    assert torch.equal(weights(est), weights(reference))
+
+
+def test_no_workers_left_raises_after_the_timeout(small_data):
+    X, y = small_data
+    with make_cluster(2) as cluster, Client(cluster) as client:
+        gone = AtUpdate(3, lambda: cluster.scale(0) or client.sync(
+            cluster._correct_state))
+        est = make_classifier(client=client, callbacks=[("gone", gone)], max_epochs=3)
+        with dask.config.set({"adadamp.recover-timeout": 3}):
+            with pytest.raises(NoWorkersError, match="no workers for 3 s"):
+                est.fit(X, y)
+        assert client.nthreads() == {}
+        # the weights are those of the last complete update (update 2)
+        assert len(est.history[-1, "batches"]) == 3
+        assert adadamp_keys(client) == []
