@@ -3,6 +3,7 @@ import argparse
 import datetime
 import os
 import platform
+import subprocess
 import time
 
 import numpy as np
@@ -60,6 +61,7 @@ def machine():
     import skorch
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": commit(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
                    f"{_memory_gib():.0f} GiB, {_cpu_name()}",
         "python": platform.python_version(),
@@ -69,6 +71,22 @@ def machine():
         "skorch": skorch.__version__,
         "torch_threads": torch.get_num_threads(),
     }
+
+
+def commit():
+    """The repository's short commit hash, with ``+dirty`` when tracked files
+    differ from it (untracked files do not count); ``"unknown"`` outside git."""
+    here = os.path.dirname(os.path.abspath(__file__))
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=here, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    try:
+        short = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return short + ("+dirty" if dirty else "")
 
 
 def _memory_gib():

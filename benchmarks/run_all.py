@@ -1,14 +1,25 @@
 """Run every benchmark and write the results table.
 
-    python benchmarks/run_all.py [--quick] [--only NAME ...] [--out benchmarks/results]
+    python benchmarks/run_all.py [--quick] [--only NAME ...] [--allow-mixed]
+                                 [--out benchmarks/results]
 
-``--only`` runs the named benchmarks and keeps the other sections of the
-existing results.json (each section says when it was measured).
+Writes ``results.json`` (everything measured) and ``results.md`` (the goals
+against what was measured, then each benchmark's tables), stamped with the
+machine, the versions, the git commit (``+dirty`` when tracked files differ
+from it) and the date.
 
-Writes ``results.md`` (Markdown, with each goal against its measured ratio)
-and ``results.json`` (everything measured), stamped with the machine, the
-versions and the date. Every number is a ratio or a time measured side by
-side in this one run; nothing is compared with an absolute threshold.
+Each section's numbers are measured side by side in one run of that
+section, on one machine; each section says the commit and the date it was
+measured at. ``--only`` reruns the named sections and keeps the others from
+the existing results.json; it refuses when a kept section was measured at
+another commit than the current one, unless ``--allow-mixed`` is given.
+
+The goals compare measured numbers with targets: most are ratios of two
+times measured side by side in one section (e.g. update / plain loop); the
+update overhead (ms) and the memory growth (MiB) are absolute amounts
+measured on this machine. A goal whose numbers are missing (a section not
+measured, or measured by an older version of its benchmark) says "not
+measured".
 """
 import argparse
 import json
@@ -45,61 +56,166 @@ TITLES = {
 }
 
 
+NOT_MEASURED = "not measured"
+
+
 def goals(results):
-    """Each goal of the speed issue against what was measured."""
-    rows = {(r["model"], r["batch"]): r for r in results["update_cost"]["rows"]}
-    small512, small4096 = rows[("mlp-270k", 512)], rows[("mlp-270k", 4096)]
-    scaling = results["weak_scaling"]["rows"]
-    mem = results["memory"]
-    worst_growth = max([mem["client_growth_mib"]] + mem["worker_growth_mib"])
-    convex, mnist = results["strongly_convex"], results["dampers_mnist1d"]
-    damped = {r["run"].split(",")[0]: r for r in mnist["rows"]}
-    return [
-        ("AdaDamp: model updates to eps <= 2x gradient descent's (median of seeds)",
-         convex["updates_vs_gd"] <= 2, f"{convex['updates_vs_gd']:.2f}x"),
-        ("AdaDamp: examples to eps <= 2x constant-batch SGD's (median of seeds)",
-         convex["examples_vs_sgd"] <= 2, f"{convex['examples_vs_sgd']:.2f}x"),
-    ] + [
-        (f"{name} on MNIST-1D: SGD's accuracy - 0.01 with >= 3x fewer updates, "
-         "<= 1.2x the epochs", r.get("fewer_updates", 0) >= 3 and r["epochs_ratio"] <= 1.2,
-         f"{r.get('fewer_updates', 0):.2f}x fewer updates, "
-         f"{r.get('epochs_ratio', math.inf):.2f}x the epochs")
-        for name, r in damped.items() if name != "SGD"
-    ] + [
-        ("update at batch 512 <= 1.0x plain loop", small512["vs_plain"] <= 1.0,
-         f"{small512['vs_plain']:.2f}x"),
-        ("update at batch 512 <= 1.25x DDP", small512["vs_ddp"] <= 1.25,
-         f"{small512['vs_ddp']:.2f}x"),
-        ("update at batch 4096 <= 0.65x plain loop", small4096["vs_plain"] <= 0.65,
-         f"{small4096['vs_plain']:.2f}x"),
-        ("overhead per update < 5 ms (270k params, batch 512)",
-         small512["overhead_ms"] < 5, f"{small512['overhead_ms']:.1f} ms"),
-        ("overhead per update < 5 ms (270k params, batch 4096)",
-         small4096["overhead_ms"] < 5, f"{small4096['overhead_ms']:.1f} ms"),
-        ("weak scaling: 16 workers <= 1.3x 1 worker",
-         scaling[-1]["vs_1_worker"] <= 1.3, f"{scaling[-1]['vs_1_worker']:.2f}x"),
-        ("no memory growth across epochs (< 5 MiB per process)", worst_growth < 5,
-         f"largest growth {worst_growth:+.1f} MiB"),
-    ]
+    """Each goal against what was measured: ``(goal, met, measured)``, with
+    ``met`` None where the numbers are missing."""
+    return (_convex_goals(results) + _mnist1d_goals(results) + _speed_goals(results)
+            + _memory_goals(results))
+
+
+def _guarded(goal_names, compute):
+    """``compute()``'s goals, or each of ``goal_names`` not measured when
+    the numbers it reads are missing (a section not run, an older format)."""
+    try:
+        return compute()
+    except (KeyError, IndexError, TypeError, ValueError, ZeroDivisionError):
+        return [(name, None, NOT_MEASURED) for name in goal_names]
+
+
+def _convex_goals(results):
+    names = ["AdaDamp: model updates to eps <= 2x gradient descent's (median of seeds)",
+             "AdaDamp: examples to eps <= 2x constant-batch SGD's (median of seeds)"]
+
+    def compute():
+        convex = results["strongly_convex"]
+        return [(names[0], convex["updates_vs_gd"] <= 2, f"{convex['updates_vs_gd']:.2f}x"),
+                (names[1], convex["examples_vs_sgd"] <= 2,
+                 f"{convex['examples_vs_sgd']:.2f}x")]
+    return _guarded(names, compute)
+
+
+def _mnist1d_goals(results):
+    def compute():
+        damped = {r["run"].split(",")[0]: r for r in results["dampers_mnist1d"]["rows"]}
+        return [
+            (f"{name} on MNIST-1D: SGD's accuracy - 0.01 with >= 3x fewer updates, "
+             "<= 1.2x the epochs",
+             r.get("fewer_updates", 0) >= 3 and r["epochs_ratio"] <= 1.2,
+             f"{r.get('fewer_updates', 0):.2f}x fewer updates, "
+             f"{r.get('epochs_ratio', math.inf):.2f}x the epochs")
+            for name, r in damped.items() if name != "SGD"]
+    return _guarded(["dampers on MNIST-1D: SGD's accuracy - 0.01 with >= 3x fewer "
+                     "updates, <= 1.2x the epochs"], compute)
+
+
+def _speed_goals(results):
+    out = []
+
+    def update_row(batch):
+        rows = {(r["model"], r["batch"]): r for r in results["update_cost"]["rows"]}
+        return rows[("mlp-270k", batch)]
+
+    def overhead():
+        r = update_row(512)
+        return (r["overhead_ms"] <= 2,
+                f"{r['overhead_ms']:.1f} ms = update {r['dask_adadamp_ms']:.1f} ms "
+                f"- floor {r['floor_ms']:.1f} ms (update cost, 270k, batch 512)")
+
+    def vs_plain(batch, target):
+        r = update_row(batch)
+        return (r["vs_plain"] <= target,
+                f"{r['vs_plain']:.2f}x = update {r['dask_adadamp_ms']:.1f} ms / plain "
+                f"{r['plain_ms']:.1f} ms (update cost, 270k, batch {batch})")
+
+    def chunk_compute():
+        r = update_row(512)
+        return (r["compute_vs_floor"] <= 1.15,
+                f"{r['compute_vs_floor']:.2f}x = compute_ms {r['compute_ms']:.1f} / floor "
+                f"{r['floor_ms']:.1f} ms (update cost, 270k, batch 512)")
+
+    def scaling():
+        rows = {r["workers"]: r for r in results["weak_scaling"]["rows"]}
+        many, one = rows[16], rows[1]
+        ratio = many["update_ms"] / one["update_ms"]
+        return (ratio <= 1.3, f"{ratio:.2f}x = {many['update_ms']:.1f} ms / "
+                f"{one['update_ms']:.1f} ms (weak scaling)")
+
+    for goal, compute in [
+            ("overhead <= 2 ms per update at 2 workers (270k MLP, batch 512; "
+             "update - 1-thread floor of one worker's chunk)", overhead),
+            ("update <= 1.5x the 2-thread plain loop at batch 512 (270k MLP)",
+             lambda: vs_plain(512, 1.5)),
+            ("update <= 1.0x the 2-thread plain loop at batch 4096 (270k MLP)",
+             lambda: vs_plain(4096, 1.0)),
+            ("chunk compute on a worker <= 1.15x the same rows in one 1-thread process "
+             "(270k, batch 512)", chunk_compute),
+            ("weak scaling: 16 workers <= 1.3x 1 worker", scaling),
+            ("time to 0.65 MNIST-1D accuracy, best schedule <= 1.0x skorch in one process",
+             lambda: _time_to_accuracy(results))]:
+        out += _guarded([goal], lambda: [(goal, *compute())])
+    return out
+
+
+def _time_to_accuracy(results):
+    """Best non-skorch time / skorch's, from rows with ``run`` and
+    ``seconds`` (rows that did not reach the target left out)."""
+    section = results.get("time_to_accuracy")
+    rows = section.get("rows") if isinstance(section, dict) else None
+    if not rows or not all(isinstance(r, dict) and {"run", "seconds"} <= r.keys()
+                           for r in rows):
+        return None, NOT_MEASURED
+    reached = [r for r in rows if r.get("reached", True)]
+    skorch = [r for r in reached if str(r["run"]).startswith("skorch")]
+    others = [r for r in reached if not str(r["run"]).startswith("skorch")]
+    if not skorch or not others:
+        return None, NOT_MEASURED
+    base = skorch[0]
+    best = min(others, key=lambda r: r["seconds"])
+    ratio = best["seconds"] / base["seconds"]
+    target = section.get("target")
+    where = (f" (time to accuracy, target {target:.2f})"
+             if isinstance(target, (int, float)) else " (time to accuracy)")
+    return (ratio <= 1.0, f"{ratio:.2f}x = {best['run']} {best['seconds']:.1f} s / "
+            f"{base['run']} {base['seconds']:.1f} s{where}")
+
+
+def _memory_goals(results):
+    name = "no memory growth across epochs (< 5 MiB per process)"
+
+    def compute():
+        mem = results["memory"]
+        worst = max([mem["client_growth_mib"]] + mem["worker_growth_mib"])
+        return [(name, worst < 5, f"largest growth {worst:+.1f} MiB")]
+    return _guarded([name], compute)
+
+
+def _met(met):
+    return "-" if met is None else "yes" if met else "no"
 
 
 def render(results):
     """The Markdown report, as lines."""
     m = results["machine"]
+    commits = {results[name].get("commit", "unknown") for name in BENCHMARKS
+               if name in results}
+    mixed = commits - {m.get("commit")}
     lines = ["# dask-adadamp benchmark results", "",
-             f"{m['date']}; {m['machine']}; Python {m['python']}, torch {m['torch']} "
+             f"commit {m.get('commit', 'unknown')}, {m['date']}; {m['machine']}; "
+             f"Python {m['python']}, torch {m['torch']} "
              f"({m['torch_threads']} threads in the plain loop), dask {m['dask']}, "
              f"distributed {m['distributed']}, skorch {m['skorch']}"
-             + ("; QUICK run" if results["quick"] else ""), "",
+             + ("; QUICK run" if results["quick"] else "")
+             + ("; MIXED: some sections were measured at other commits "
+                f"({', '.join(sorted(mixed))}), each says its own" if mixed else ""), "",
              "## Goals", "",
-             table(["goal", "measured", "met"],
-                   [[g["goal"], g["measured"], "yes" if g["met"] else "no"]
+             table(["goal", "measured (where from)", "met"],
+                   [[g["goal"], g["measured"], _met(g["met"])]
                     for g in results["goals"]])]
     for name, module in BENCHMARKS.items():
         lines += ["", f"## {TITLES[name]}", ""]
-        if "measured" in results[name]:
-            lines += [f"Measured {results[name]['measured']}.", ""]
-        lines += [module.markdown(results[name])]
+        if name not in results:
+            lines += ["Not measured."]
+            continue
+        section = results[name]
+        if "measured" in section:
+            where = section.get("machine")
+            lines += [f"Measured {section['measured']}"
+                      + (f" on {where}" if where and where != m["machine"] else "")
+                      + ("; quick run" if section.get("quick") else "") + ".", ""]
+        lines += [module.markdown(section)]
     return lines
 
 
@@ -108,21 +224,39 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="fewer updates, for a smoke run")
     parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS),
                         help="run these; keep the other results of results.json")
+    parser.add_argument("--allow-mixed", action="store_true",
+                        help="with --only, keep sections measured at another commit")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
-    results = {"machine": machine(), "quick": args.quick}
+    # Stamped once, before anything runs: the code the run measures.
+    here = machine()
+    results = {"quick": args.quick}
     if args.only:
         with open(os.path.join(args.out, "results.json")) as f:
-            results = {**json.load(f), "quick": args.quick}
+            stored = json.load(f)
+        kept = [name for name in BENCHMARKS if name in stored and name not in args.only]
+        other = {name: stored[name].get("commit", "unknown") for name in kept
+                 if stored[name].get("commit", "unknown") != here["commit"]}
+        if other and not args.allow_mixed:
+            parser.error(
+                f"the current commit is {here['commit']}, but results.json's "
+                + ", ".join(f"{name} was measured at {c}" for name, c in other.items())
+                + "; rerun those too, or pass --allow-mixed to keep them "
+                "(each section then says its own commit)")
+        results = {**stored, "quick": args.quick or any(
+            stored[name].get("quick", stored.get("quick", False)) for name in kept)}
+    results["machine"] = here
     for name in args.only or BENCHMARKS:
         start = time.perf_counter()
         print(f"== {TITLES[name]}", flush=True)
         results[name] = BENCHMARKS[name].run(quick=args.quick)
         results[name]["benchmark_seconds"] = time.perf_counter() - start
-        results[name]["measured"] = machine()["date"]
-    results["goals"] = [{"goal": g, "met": bool(met), "measured": m}
-                        for g, met, m in goals(results)]
+        results[name].update(commit=here["commit"], quick=args.quick,
+                             machine=here["machine"],
+                             measured=f"commit {here['commit']}, {machine()['date']}")
+    results["goals"] = [{"goal": g, "met": None if met is None else bool(met),
+                         "measured": m} for g, met, m in goals(results)]
 
     lines = render(results)
     with open(os.path.join(args.out, "results.md"), "w") as f:

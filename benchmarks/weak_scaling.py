@@ -4,13 +4,16 @@ The gradient compute is replaced by a fixed sleep (as the SciPy 2021
 AdaDamp-on-Dask paper simulated it) while the model keeps a real payload:
 ``SleepNet`` carries as many parameters as the 270k MLP, so the weights out
 and the gradient sums back are full size. With ``B = P * grads_per_worker``
-every worker runs one task per update; a flat line means the update cost
-does not grow with the cluster.
+every worker computes one chunk per update; a flat line means the update cost
+does not grow with the cluster. From the fit's history: the median bytes the
+client sends (weights, one copy per worker called) and receives (gradient
+sums) per update.
 
     python benchmarks/weak_scaling.py [--quick]
 """
 import time
 
+import numpy as np
 import torch
 from distributed import Client, LocalCluster
 
@@ -49,17 +52,21 @@ def update_time(n_workers, updates):
             random_state=0, verbose=0, client=client,
             callbacks=[("clock", clock)])
         est.fit(*random_data(batch * updates, 784))
-    return clock.seconds()
+    batches = est.history[0, "batches"][2:]  # as clock.seconds(): no warm-up
+    client_bytes = {key: float(np.median([b[key] for b in batches]))
+                    for key in ("bytes_out", "bytes_in")}
+    return clock.seconds(), client_bytes
 
 
 def run(quick=False):
     updates = 10 if quick else 25
     rows = []
     for n_workers in (1, 2, 4, 8, 16):
-        seconds = update_time(n_workers, updates)
+        seconds, client_bytes = update_time(n_workers, updates)
         rows.append({"workers": n_workers, "batch": n_workers * GRADS_PER_WORKER,
                      "update_ms": median_ms(seconds),
-                     "overhead_ms": median_ms(seconds) - 1e3 * SLEEP_S})
+                     "overhead_ms": median_ms(seconds) - 1e3 * SLEEP_S,
+                     **client_bytes})
         print(rows[-1], flush=True)
     for row in rows:
         row["vs_1_worker"] = row["update_ms"] / rows[0]["update_ms"]
@@ -68,15 +75,24 @@ def run(quick=False):
 
 
 def markdown(result):
-    lines = [f"Each task sleeps {result['sleep_ms']:.0f} ms; payload "
+    lines = [f"Each chunk's forward sleeps {result['sleep_ms']:.0f} ms; payload "
              f"{result['params']:,} float32 parameters; grads_per_worker "
              f"{result['grads_per_worker']}; medians of {result['updates'] - 2} updates.", "",
              table(["workers", "batch", "update (ms)", "overhead = update - sleep (ms)",
-                    "vs 1 worker"],
+                    "vs 1 worker", "client MB out per update",
+                    "client MB in per update"],
                    [[r["workers"], r["batch"], f"{r['update_ms']:.1f}",
-                     f"{r['overhead_ms']:.1f}", f"{r['vs_1_worker']:.2f}x"]
-                    for r in result["rows"]])]
+                     f"{r['overhead_ms']:.1f}", f"{r['vs_1_worker']:.2f}x",
+                     _mb(r.get("bytes_out")), _mb(r.get("bytes_in"))]
+                    for r in result["rows"]]), "",
+             "MB out: weight bytes the client sent per update (one copy per worker "
+             "called); MB in: gradient bytes it received; medians from the fit's "
+             "history, 10^6 bytes."]
     return "\n".join(lines)
+
+
+def _mb(n):
+    return "-" if n is None else f"{n / 1e6:.2f}"
 
 
 if __name__ == "__main__":

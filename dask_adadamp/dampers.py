@@ -83,11 +83,16 @@ class BaseDamper(BaseEstimator):
     chunk_norms : bool
         Whether :meth:`observe` reads ``UpdateStats.chunk_sq_norms`` (the
         workers compute them only then).
+    needs_loss : bool
+        Whether :meth:`batch_size` calls ``progress.loss``: the fit then
+        evaluates the loss in the calls of the update before each ask that
+        is :meth:`due` (on ``approx`` of the rows, if the schedule has it).
     """
 
     signal_name = None
     min_chunks = 1
     chunk_norms = False
+    needs_loss = False
 
     def batch_size(self, progress):
         """The batch size the formula gives now (a number >= 1, or inf)."""
@@ -109,15 +114,25 @@ class BaseDamper(BaseEstimator):
     def ask(self, progress):
         """The next update's batch size, an int >= 1, held for ``dwell``
         updates between two evaluations of :meth:`batch_size`."""
-        dwell = getattr(self, "dwell", 1)
-        asked_at = getattr(self, "asked_at_", None)
-        if asked_at is None or progress.updates - asked_at >= dwell:
+        if self.due(progress.updates):
             size = self.batch_size(progress)
             # inf (a loss at its minimum) and huge values become a finite
             # int; the estimator caps it at the data or max_batch_size.
             self.requested_ = math.ceil(min(max(size, 1), 2**62))
             self.asked_at_ = progress.updates
         return self.requested_
+
+    def due(self, updates):
+        """Whether :meth:`ask` with ``updates`` model updates done evaluates
+        :meth:`batch_size` (rather than holding the size for ``dwell``).
+
+        >>> damper = AdaDamp(dwell=3)
+        >>> damper.asked_at_ = 6
+        >>> [damper.due(k) for k in (7, 8, 9)]
+        [False, False, True]
+        """
+        asked_at = getattr(self, "asked_at_", None)
+        return asked_at is None or updates - asked_at >= getattr(self, "dwell", 1)
 
     def check(self):
         """Raise ValueError, naming the parameter, if one is out of range."""
@@ -251,10 +266,13 @@ class GeoDampLR(BaseDamper):
 class AdaDamp(BaseDamper):
     """``B_k = ceil(B0 * (F(w_0) - F*) / (F(w_k) - F*))``.
 
-    ``F`` is the mean training loss, evaluated on the cluster before every
-    ``dwell``-th update (forward passes over the training shards, the module
-    in eval mode), ``F* = loss_min``. The signal recorded is the loss ratio
-    ``(F(w_0) - F*) / (F(w_k) - F*)``.
+    ``F`` is the mean training loss (forward passes over the training
+    shards, the module in eval mode), ``F* = loss_min``. It is evaluated in
+    the same calls as the gradient of the update before every ``dwell``-th
+    ask, at that update's weights: ``B_k`` is set by ``F(w_{k-1})``, one
+    update old, which spares a round of calls per update (only ``F(w_0)``
+    needs a round of its own). The signal recorded is the loss ratio
+    ``(F(w_0) - F*) / (F(w_{k-1}) - F*)``.
 
     Parameters
     ----------
@@ -271,6 +289,7 @@ class AdaDamp(BaseDamper):
     """
 
     signal_name = "loss_ratio"
+    needs_loss = True
     _checks: ClassVar[dict] = {
         "initial": "a positive integer", "loss_min": "a finite number",
         "approx": "None or a number in (0, 1]", "dwell": "a positive integer"}

@@ -212,6 +212,9 @@ class FitSession:
         self.token = spec.token
         self.shards = Shards(client, self.token)
         self._has_spec = set()
+        # (update number, fraction, mean loss) evaluated in an update's calls
+        # for the schedule's next ask (the estimator sets and reads it).
+        self.ridden_loss = None
         try:
             _ensure_extension(client)
             if isinstance(X, da.Array):
@@ -315,7 +318,8 @@ class FitSession:
         """Run ``chunks`` and ``losses`` where their shards are; retry the
         missing ones after a worker is lost, until all are done."""
         done_chunks, done_losses = {}, {}
-        timing = {"workers": {}, "rounds": 0, "wall_s": 0.0}
+        timing = {"workers": {}, "rounds": 0, "wall_s": 0.0,
+                  "bytes_out": 0, "bytes_in": 0}
         deadline = time.monotonic() + recover_timeout()
         start = time.perf_counter()
         while True:
@@ -338,6 +342,7 @@ class FitSession:
                 continue
             timing["rounds"] += 1
             replies = self.client.sync(self._call_all, plan, weights, buffers, sq_norms)
+            timing["bytes_out"] += len(plan) * weights.nbytes
             troubled = set()
             for addr, reply in replies.items():
                 mine_c, mine_l = plan[addr]
@@ -351,6 +356,7 @@ class FitSession:
                 status = reply.get("status") if isinstance(reply, dict) else None
                 if status == "OK":
                     result = reply["result"]
+                    timing["bytes_in"] += sum(r[0].nbytes for r in result["chunks"].values())
                     done_chunks.update(result["chunks"])
                     done_losses.update(result["losses"])
                     timing["workers"][addr] = (reply["rtt_s"], result["compute_s"])
@@ -531,8 +537,9 @@ class GradientSums(NamedTuple):
     squared norm ``chunk_sq_norms[j]`` (None unless asked for);
     ``mean_loss`` is the training loss evaluated in the same calls (or
     None); ``timing`` has the update's wall-clock seconds (``wall_s``), the
-    rounds of calls it took and, per worker, the call's round trip and
-    compute seconds.
+    rounds of calls it took, the weight and gradient bytes the client sent
+    and received (``bytes_out``, ``bytes_in``) and, per worker, the call's
+    round trip and compute seconds.
     """
 
     grad: np.ndarray

@@ -354,16 +354,25 @@ class DaskNetMixin:
         return size
 
     def _mean_loss(self, session, fraction=None):
-        """Training loss at the current weights, on the cluster; with a
-        fraction, on the same random rows of every shard each time."""
-        rows = None
-        if fraction is not None:
-            rng = np.random.default_rng([self.seed_, 3])
-            rows = [np.sort(rng.choice(len(ids), max(1, round(fraction * len(ids))),
-                                       replace=False))
-                    for ids in session.shard_ids]
+        """Training loss for the schedule: the one evaluated in the previous
+        update's calls (at its weights), or else, at the fit's first ask, a
+        round of calls at the current weights."""
+        updates = self._total("model_updates") + len(self.history[-1, "batches"])
+        ridden = session.ridden_loss
+        if ridden is not None and ridden[:2] == (updates, fraction):
+            return ridden[2]
         weights, buffers = self._weights()
-        return session.mean_loss(weights, buffers, rows)
+        return session.mean_loss(weights, buffers, self._loss_rows(session, fraction))
+
+    def _loss_rows(self, session, fraction):
+        """The rows of each shard the schedule's loss is evaluated on: all,
+        or the same random ``fraction`` of every shard each time."""
+        if fraction is None:
+            return session.all_rows()
+        rng = np.random.default_rng([self.seed_, 3])
+        return [np.sort(rng.choice(len(ids), max(1, round(fraction * len(ids))),
+                                   replace=False))
+                for ids in session.shard_ids]
 
     def _weights(self):
         params = list(self.module_.parameters())
@@ -423,9 +432,18 @@ class DaskNetMixin:
         update_number = self._total("model_updates") + len(
             self.history[-1, "batches"])
         weights, buffers = self._weights()
+        # The schedule's next ask needs the loss: evaluate it in this
+        # update's calls, at these weights, rather than in a round of its own.
+        fraction = getattr(self.damper_, "approx", None)
+        loss_rows = (self._loss_rows(self._session, fraction)
+                     if self.damper_.needs_loss and self.damper_.due(update_number)
+                     else None)
         sums = self._session.gradient(weights, buffers, batch,
                                       seed=(self.seed_, update_number),
+                                      loss_rows=loss_rows,
                                       sq_norms=self.damper_.chunk_norms)
+        if loss_rows is not None:
+            self._session.ridden_loss = (update_number, fraction, sums.mean_loss)
         grad, count, buffers = sums.grad, sums.count, sums.buffers
         loss = sums.loss / count
         if not (np.isfinite(loss) and np.isfinite(grad).all()):
@@ -615,18 +633,21 @@ def _call_times(timing):
     ``compute_ms``: the slowest worker's compute; ``comm_ms``: the rest of
     the calls' wall-clock time (sending weights, receiving sums, waiting);
     ``workers_ms``: each worker's ``[round trip, compute]``; ``rounds``:
-    rounds of calls (more than 1 after a worker was lost mid-update).
+    rounds of calls (more than 1 after a worker was lost mid-update);
+    ``bytes_out``, ``bytes_in``: weights the client sent, gradients it
+    received.
 
-    >>> _call_times({"wall_s": 0.010, "rounds": 1,
-    ...              "workers": {"tcp://a:1": (0.009, 0.006)}})
-    {'compute_ms': 6.0, 'comm_ms': 4.0, 'rounds': 1, 'workers_ms': {'tcp://a:1': [9.0, 6.0]}}
+    >>> _call_times({"wall_s": 0.010, "rounds": 1, "bytes_out": 8, "bytes_in": 8,
+    ...              "workers": {"tcp://a:1": (0.009, 0.006)}})["comm_ms"]
+    4.0
     """
     per_worker = {addr: [round(1e3 * rtt, 3), round(1e3 * compute, 3)]
                   for addr, (rtt, compute) in sorted(timing["workers"].items())}
     compute = max((c for _, c in per_worker.values()), default=0.0)
     return {"compute_ms": compute,
             "comm_ms": round(max(1e3 * timing["wall_s"] - compute, 0.0), 3),
-            "rounds": timing["rounds"], "workers_ms": per_worker}
+            "rounds": timing["rounds"], "bytes_out": timing.get("bytes_out"),
+            "bytes_in": timing.get("bytes_in"), "workers_ms": per_worker}
 
 
 def _local_device(device):

@@ -28,7 +28,7 @@ later get it too:
 >>> from distributed import Client, LocalCluster
 >>> cluster = LocalCluster(n_workers=1, processes=False, dashboard_address=':0')
 >>> client = Client(cluster)
->>> client.register_plugin(WorkerExtension())
+>>> _ = client.register_plugin(WorkerExtension())
 >>> [worker.handlers["adadamp_compute"].__name__
 ...  for worker in cluster.workers.values()]
 ['compute']

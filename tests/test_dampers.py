@@ -15,6 +15,7 @@ from conftest import make_classifier, make_cluster, weights
 from dask_adadamp.dampers import (AdaDamp, Constant, GeoDamp, GeoDampLR,
                                   GradientDescent, NoiseScaleDamp, PadaDamp,
                                   Progress, RadaDamp, UpdateStats)
+from dask_adadamp.engine import FitSession
 
 LR = 0.1
 
@@ -81,16 +82,27 @@ class TrainingLoss(Callback):
             net.history.record_batch("F", float(loss))
 
 
-def test_adadamp_batch_follows_the_training_loss(client, small_data):
+def test_adadamp_batch_follows_the_training_loss(client, small_data, monkeypatch):
     X, y = small_data
     est = make_classifier(batch_size=AdaDamp, batch_size__initial=8,
                           batch_size__loss_min=0.05, lr=LR, max_epochs=3,
                           grads_per_worker=32,
-                          callbacks=[("F", TrainingLoss(X, y))]).fit(X, y)
+                          callbacks=[("F", TrainingLoss(X, y))])
+    # One round of calls per update: only F(w_0) is evaluated on its own.
+    rounds = []
+    mean_loss = FitSession.mean_loss
+    monkeypatch.setattr(FitSession, "mean_loss",
+                        lambda *a, **k: rounds.append(1) or mean_loss(*a, **k))
+    est.fit(X, y)
+    assert len(rounds) == 1
     F0 = est.history[0, "batches", 0, "F"]
+    # Update k's size comes from the loss at update k-1's weights, evaluated
+    # in k-1's calls (the first from F(w_0)).
+    Fs = [b["F"] for epoch in est.history for b in epoch["batches"]]
+    used = iter([F0] + Fs[:-1])
     for epoch in est.history:
         for i, b in enumerate(epoch["batches"]):
-            ratio = (F0 - 0.05) / (b["F"] - 0.05)
+            ratio = (F0 - 0.05) / (next(used) - 0.05)
             assert b["loss_ratio"] == pytest.approx(ratio, rel=1e-4)
             want = math.ceil(8 * b["loss_ratio"])
             if i < len(epoch["batches"]) - 1:

@@ -114,7 +114,7 @@ def test_plugin_aggregates_messages():
     assert fit["epochs"]["model_updates"] == [3]
     assert fit["epochs"]["valid_loss"] == [None]
     assert set(fit) == {"fit", "name", "info", "status", "started", "updated",
-                        "signal_name", "updates", "epochs"}
+                        "signal_name", "updates", "epochs", "workers"}
     assert fit["started"] <= fit["updated"]
     assert plugin.metrics("nope") == {"fits": []}
 

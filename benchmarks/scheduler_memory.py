@@ -1,0 +1,249 @@
+"""Benchmark 7: memory of the scheduler and of the client while a fit's
+numpy training data are placed on the workers.
+
+The scheduler, and two workers (1 thread each), run as separate processes,
+so that their resident memory (RSS) is their own. A DaskClassifier fits
+about 1 GB of numpy data (``--quick``: about 200 MB) for one epoch. The
+scheduler's, the client's and each worker's RSS are read with psutil at the
+start, after a warm-up fit on 5 MiB (which loads torch and dask_adadamp in
+every process, the scheduler included: its plugin), after creating the
+data, every 50 ms during the fit (the peak is kept) and 1 s after the fit.
+Growth is counted from after the warm-up. The data should go from the
+client straight to the workers: the scheduler should grow by far less than
+the data's size. The client holds the data; what it needs beyond them
+(e.g. the shards' copies while they are sent) is its growth less the data.
+
+    python benchmarks/scheduler_memory.py [--quick] [--pythonpath DIR]
+
+``--pythonpath DIR`` (or ``PYTHONPATH=DIR`` in the environment) measures
+the ``dask_adadamp`` found in DIR, e.g. a git worktree of an older commit;
+the scheduler and the workers get the same PYTHONPATH. The result records
+which ``dask_adadamp`` the client and the workers imported.
+"""
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+import psutil
+import torch
+from distributed import Client
+
+import dask_adadamp
+from dask_adadamp import DaskClassifier
+
+from common import main, model_kwargs, random_data, table
+
+MIB = 2**20
+N_FEATURES = 784
+ROW_BYTES = 4 * N_FEATURES + 8  # float32 features, int64 label
+START_TIMEOUT = 60  # seconds for the scheduler and the workers to come up
+STOP_TIMEOUT = 10  # seconds for a process to end before it is killed
+SAMPLE_EVERY = 0.05  # seconds between two samples during the fit
+WARMUP_ROWS = 8192
+
+
+def rss(pid):
+    try:
+        return psutil.Process(pid).memory_info().rss
+    except psutil.Error:
+        return float("nan")
+
+
+class Peak(threading.Thread):
+    """Samples the RSS of ``pids`` every ``SAMPLE_EVERY`` seconds from a
+    background thread and keeps each one's maximum."""
+
+    def __init__(self, pids):
+        super().__init__(daemon=True)
+        self.pids = pids
+        self.peak = {pid: rss(pid) for pid in pids}
+        self.samples = 0
+        self._halt = threading.Event()
+
+    def run(self):
+        while not self._halt.wait(SAMPLE_EVERY):
+            for pid in self.pids:
+                self.peak[pid] = max(self.peak[pid], rss(pid))
+            self.samples += 1
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._halt.set()
+        self.join()
+        for pid in self.pids:  # one last sample at the very end
+            self.peak[pid] = max(self.peak[pid], rss(pid))
+
+
+def _wait_for_file(path, proc, log):
+    deadline = time.monotonic() + START_TIMEOUT
+    while not os.path.exists(path):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            with open(log) as f:
+                tail = f.read()[-3000:]
+            raise RuntimeError(f"the scheduler did not start; its log ends:\n{tail}")
+        time.sleep(0.1)
+    time.sleep(0.2)  # the file is written in one go, but give it a moment
+
+
+def _stop(procs):
+    """End the processes, the last started first: SIGTERM, then SIGKILL
+    after ``STOP_TIMEOUT`` seconds."""
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in reversed(procs):
+        try:
+            proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=STOP_TIMEOUT)
+
+
+def _importer_path():
+    import dask_adadamp
+    return dask_adadamp.__file__
+
+
+def run(quick=False):
+    n_rows = (200_000_000 if quick else 1_000_000_000) // ROW_BYTES
+    epochs = 1
+    procs = []
+    with tempfile.TemporaryDirectory(prefix="scheduler-memory-") as tmp:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        scheduler_file = os.path.join(tmp, "scheduler.json")
+
+        def start(args, name):
+            log = os.path.join(tmp, f"{name}.log")
+            with open(log, "w") as f:
+                # cwd: a directory without a dask_adadamp in it, so that
+                # ``python -m`` (cwd first on sys.path) finds the same one
+                # as this process (PYTHONPATH, else the installed one).
+                procs.append(subprocess.Popen([sys.executable, "-m", *args], cwd=tmp,
+                                              env=env, stdout=f, stderr=subprocess.STDOUT))
+            return procs[-1], log
+
+        try:
+            scheduler, log = start(["distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                                    "--port", "0", "--dashboard-address", ":0",
+                                    "--scheduler-file", scheduler_file], "scheduler")
+            _wait_for_file(scheduler_file, scheduler, log)
+            workers = [start(["distributed.cli.dask_worker", "--scheduler-file",
+                              scheduler_file, "--host", "127.0.0.1", "--nthreads", "1",
+                              "--no-nanny", "--no-dashboard", "--memory-limit", "0",
+                              "--name", f"worker-{i}"], f"worker-{i}")[0]
+                       for i in range(2)]
+            with Client(scheduler_file=scheduler_file, timeout=START_TIMEOUT) as client:
+                client.wait_for_workers(2, timeout=START_TIMEOUT)
+                worker_paths = sorted(set(client.run(_importer_path).values()))
+                scheduler_path = client.run_on_scheduler(_importer_path)
+                me = os.getpid()
+                pids = {"scheduler": scheduler.pid, "client": me,
+                        **{f"worker {i}": w.pid for i, w in enumerate(workers)}}
+
+                def sample():
+                    return {name: rss(pid) / MIB for name, pid in pids.items()}
+
+                def estimator():
+                    return DaskClassifier(**model_kwargs("mlp-270k"),
+                                          criterion=torch.nn.CrossEntropyLoss, lr=0.01,
+                                          batch_size=4096, grads_per_worker=2048,
+                                          max_epochs=epochs, train_split=None,
+                                          random_state=0, verbose=0, client=client)
+
+                at_start = sample()
+                # A warm-up fit on 8192 rows (5 MiB), so that "before" is
+                # measured with torch, dask_adadamp and its scheduler plugin
+                # loaded where the fit loads them: the growth that follows
+                # is the data's (and the fit's bookkeeping).
+                estimator().fit(*random_data(WARMUP_ROWS, N_FEATURES, seed=1))
+                time.sleep(1.0)
+                before = sample()
+                X, y = random_data(n_rows, N_FEATURES)
+                data_mib = (X.nbytes + y.nbytes) / MIB
+                after_data = sample()
+                est = estimator()
+                start_fit = time.perf_counter()
+                with Peak(list(pids.values())) as peak:
+                    est.fit(X, y)
+                fit_seconds = time.perf_counter() - start_fit
+                during = {name: peak.peak[pid] / MIB for name, pid in pids.items()}
+                time.sleep(1.0)  # let the scheduler forget the fit's tasks
+                after_fit = sample()
+                updates = est.history[-1, "model_updates"]
+        finally:
+            _stop(procs)
+
+    def growth(name, since):
+        return during[name] - since[name]
+
+    return {
+        "dask_adadamp": dask_adadamp.__file__,
+        "scheduler_dask_adadamp": scheduler_path,
+        "workers_dask_adadamp": worker_paths,
+        "pythonpath": os.environ.get("PYTHONPATH", ""),
+        "rows": n_rows, "data_mib": data_mib, "epochs": epochs, "updates": int(updates),
+        "fit_seconds": fit_seconds, "samples": peak.samples,
+        "at_start_mib": at_start, "before_mib": before, "after_data_mib": after_data,
+        "peak_fit_mib": during, "after_fit_mib": after_fit,
+        # the scheduler: its peak during the fit less its RSS before the data
+        "scheduler_growth_mib": growth("scheduler", before),
+        "scheduler_growth_per_data": growth("scheduler", before) / data_mib,
+        # the client: peak during the fit less before the data, less the data
+        "client_growth_mib": growth("client", before),
+        "client_growth_over_data_mib": growth("client", before) - data_mib,
+        "client_growth_during_fit_mib": growth("client", after_data),
+    }
+
+
+def markdown(r):
+    names = list(r["before_mib"])
+    rows = [[name, f"{r['at_start_mib'][name]:.0f}", f"{r['before_mib'][name]:.0f}", f"{r['after_data_mib'][name]:.0f}",
+             f"{r['peak_fit_mib'][name]:.0f}", f"{r['after_fit_mib'][name]:.0f}",
+             f"{r['peak_fit_mib'][name] - r['before_mib'][name]:+.0f}"]
+            for name in names]
+    return "\n".join([
+        f"Training data {r['data_mib']:.0f} MiB ({r['rows']} rows x {N_FEATURES} float32 "
+        f"features); 270k-parameter MLP, batch 4096, grads_per_worker 2048; scheduler and "
+        f"2 workers (1 thread each) in separate processes; {r['epochs']} epoch, "
+        f"{r['updates']} updates in {r['fit_seconds']:.1f} s, {r['samples']} samples "
+        f"50 ms apart. dask_adadamp from `{r['dask_adadamp']}` (scheduler: "
+        f"`{r['scheduler_dask_adadamp']}`, workers: "
+        + ", ".join(f"`{p}`" for p in r["workers_dask_adadamp"]) + "). RSS in MiB.", "",
+        table(["process", "at start", "after a warm-up fit (before the data)", "after creating the data",
+               "peak during the fit", "after the fit", "peak - before"], rows), "",
+        f"- scheduler growth (peak during the fit - before the data): "
+        f"{r['scheduler_growth_mib']:+.0f} MiB, {r['scheduler_growth_per_data']:.2f}x "
+        f"the data",
+        f"- client growth beyond the data (peak - before - data): "
+        f"{r['client_growth_over_data_mib']:+.0f} MiB "
+        f"(during the fit alone: {r['client_growth_during_fit_mib']:+.0f} MiB)",
+    ])
+
+
+def _pythonpath_from_argv():
+    """``--pythonpath DIR``: run this script again with ``PYTHONPATH=DIR``
+    (before anything imports dask_adadamp, so the whole run uses DIR's)."""
+    argv = sys.argv[1:]
+    for i, arg in enumerate(argv):
+        if arg == "--pythonpath" or arg.startswith("--pythonpath="):
+            value = arg.split("=", 1)[1] if "=" in arg else argv[i + 1]
+            rest = argv[:i] + argv[i + (1 if "=" in arg else 2):]
+            return os.path.abspath(value), rest
+    return None, argv
+
+
+if __name__ == "__main__":
+    path, rest = _pythonpath_from_argv()
+    if path is not None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [path] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+        os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *rest], env)
+    sys.argv[1:] = rest
+    main(run, markdown)
