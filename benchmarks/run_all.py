@@ -151,17 +151,21 @@ def _speed_goals(results):
 
 def _time_to_accuracy(results):
     """Best non-skorch time / skorch's, from rows with ``run`` and
-    ``seconds`` (rows that did not reach the target left out)."""
+    ``seconds`` (rows that did not reach the target, or whose seconds are
+    None, left out)."""
     section = results.get("time_to_accuracy")
     rows = section.get("rows") if isinstance(section, dict) else None
     if not rows or not all(isinstance(r, dict) and {"run", "seconds"} <= r.keys()
                            for r in rows):
         return None, NOT_MEASURED
-    reached = [r for r in rows if r.get("reached", True)]
+    reached = [r for r in rows if r.get("reached", True)
+               and isinstance(r["seconds"], (int, float))]  # None: never reached
     skorch = [r for r in reached if str(r["run"]).startswith("skorch")]
     others = [r for r in reached if not str(r["run"]).startswith("skorch")]
-    if not skorch or not others:
-        return None, NOT_MEASURED
+    if not skorch:
+        return None, f"{NOT_MEASURED} (skorch did not reach the target)"
+    if not others:
+        return False, "no schedule reached the target (time to accuracy)"
     base = skorch[0]
     best = min(others, key=lambda r: r["seconds"])
     ratio = best["seconds"] / base["seconds"]
@@ -212,10 +216,17 @@ def render(results):
         section = results[name]
         if "measured" in section:
             where = section.get("machine")
-            lines += [f"Measured {section['measured']}"
+            stamp = section["measured"]
+            if "commit" not in section:  # stamped before sections said their commit
+                stamp = f"commit unknown, {stamp}"
+            lines += [f"Measured {stamp}"
                       + (f" on {where}" if where and where != m["machine"] else "")
                       + ("; quick run" if section.get("quick") else "") + ".", ""]
-        lines += [module.markdown(section)]
+        try:
+            lines += [module.markdown(section)]
+        except (KeyError, IndexError, TypeError, ValueError):
+            lines += ["Measured by an older version of this benchmark, whose table this "
+                      "one cannot draw; its numbers are in results.json."]
     return lines
 
 

@@ -204,9 +204,9 @@ def run(quick=False):
 
 def markdown(r):
     names = list(r["before_mib"])
-    rows = [[name, f"{r['at_start_mib'][name]:.0f}", f"{r['before_mib'][name]:.0f}", f"{r['after_data_mib'][name]:.0f}",
-             f"{r['peak_fit_mib'][name]:.0f}", f"{r['after_fit_mib'][name]:.0f}",
-             f"{r['peak_fit_mib'][name] - r['before_mib'][name]:+.0f}"]
+    stages = ["at_start_mib", "before_mib", "after_data_mib", "peak_fit_mib", "after_fit_mib"]
+    rows = [[name] + [f"{r[stage][name]:.0f}" for stage in stages]
+            + [f"{r['peak_fit_mib'][name] - r['before_mib'][name]:+.0f}"]
             for name in names]
     return "\n".join([
         f"Training data {r['data_mib']:.0f} MiB ({r['rows']} rows x {N_FEATURES} float32 "
@@ -216,8 +216,8 @@ def markdown(r):
         f"50 ms apart. dask_adadamp from `{r['dask_adadamp']}` (scheduler: "
         f"`{r['scheduler_dask_adadamp']}`, workers: "
         + ", ".join(f"`{p}`" for p in r["workers_dask_adadamp"]) + "). RSS in MiB.", "",
-        table(["process", "at start", "after a warm-up fit (before the data)", "after creating the data",
-               "peak during the fit", "after the fit", "peak - before"], rows), "",
+        table(["process", "at start", "after a warm-up fit (before the data)",
+               "after creating the data", "peak during the fit", "after the fit", "peak - before"], rows), "",
         f"- scheduler growth (peak during the fit - before the data): "
         f"{r['scheduler_growth_mib']:+.0f} MiB, {r['scheduler_growth_per_data']:.2f}x "
         f"the data",

@@ -474,6 +474,16 @@ def test_metrics_json_during_a_real_fit(separate_cluster, separate_client,
     assert fit["updates"]["epochs"] == sorted(fit["updates"]["epochs"])
     assert fit["epochs"]["train_loss"] == pytest.approx(
         est.history[:, "train_loss"], rel=1e-6)
+    # Where each update's time went, overall and per worker.
+    assert fit["updates"]["compute_ms"] == [b["compute_ms"] for b in batches]
+    assert fit["updates"]["comm_ms"] == [b["comm_ms"] for b in batches]
+    calls = {}
+    for b in batches:
+        for addr in b["workers_ms"]:
+            calls[addr] = calls.get(addr, 0) + 1
+    assert {a: w["calls"] for a, w in fit["workers"].items()} == calls
+    assert all(w["compute_ms"] > 0 and w["comm_ms"] >= 0
+               for w in fit["workers"].values())
 
 
 def test_scheduler_without_dask_adadamp_warns_and_training_goes_on(tmp_path):

@@ -1,8 +1,9 @@
 """The cluster follows the batch size: min_workers / max_workers."""
 import math
-import os
+import sys
 import time
 
+import cloudpickle
 import numpy as np
 import pytest
 import torch
@@ -11,6 +12,7 @@ from skorch.callbacks import Callback
 
 from conftest import adadamp_keys, make_classifier, make_cluster, weights
 from dask_adadamp.dampers import GeoDamp
+from test_training import DiesOnCue
 
 
 def data():
@@ -72,32 +74,50 @@ def test_cluster_grows_with_the_batch_and_is_given_back(reference):
 
 
 class Disturb(Callback):
-    """Retire one worker, later kill another, between updates."""
+    """Retire one worker between updates 25 and 26; lay the cue that makes
+    a worker die inside its compute of update 32 (the fit has 39)."""
 
-    def __init__(self, client):
-        self.client, self.updates = client, 0
+    def __init__(self, client, cue, watch):
+        self.client, self.cue, self.watch, self.updates = client, cue, watch, 0
+        self.retired, self.seen = None, {}
 
-    def on_batch_end(self, net, training=False, **kwargs):
+    def on_batch_begin(self, net, training=False, **kwargs):
         if not training:
             return
         self.updates += 1
         workers = sorted(self.client.scheduler_info()["workers"])
-        if self.updates == 40 and len(workers) > 1:
-            self.client.retire_workers(workers=[workers[-1]])
-        if self.updates == 45 and len(workers) > 1:
-            self.client.run(os._exit, 1, workers=[workers[0]])
+        self.seen[self.updates] = workers
+        if self.updates == 26:
+            self.watch.most = 1  # do not wait for the workers taken away
+            self.retired = workers[-1]
+            self.client.retire_workers(workers=[self.retired])
+        if self.updates == 32:
+            self.cue.touch()
 
 
-def test_retired_and_killed_workers_lose_no_data(reference):
+def test_retired_and_killed_workers_lose_no_data(reference, tmp_path):
     X, y = data()
-    with make_cluster(1) as cluster, Client(cluster) as client:
-        est = growing(client=client, max_workers=3, callbacks=[
-            ("watch", WaitForWorkers(client, 3)), ("disturb", Disturb(client))])
-        # WaitForWorkers must not wait for the workers taken away
-        est.callbacks[0][1].most = 1
-        est.fit(X, y)
-        torch.testing.assert_close(weights(est), reference, rtol=0, atol=0)
-        assert adadamp_keys(client) == []
+    cue = tmp_path / "die"
+    module = sys.modules[DiesOnCue.__module__]
+    cloudpickle.register_pickle_by_value(module)
+    try:
+        with make_cluster(1) as cluster, Client(cluster) as client:
+            watch = WaitForWorkers(client, 3)
+            disturb = Disturb(client, cue, watch)
+            est = growing(client=client, max_workers=3, module=DiesOnCue,
+                          module__cue=str(cue), callbacks=[
+                              ("watch", watch), ("disturb", disturb)])
+            est.fit(X, y)
+            assert adadamp_keys(client) == []
+    finally:
+        cloudpickle.unregister_pickle_by_value(module)
+    # Both happened: the retired worker was gone by the next update, and a
+    # worker died inside update 32, which needed a second round of calls.
+    assert disturb.retired in disturb.seen[26] and disturb.retired not in disturb.seen[27]
+    assert not cue.exists()
+    rounds = [b["rounds"] for epoch in est.history for b in epoch["batches"]]
+    assert len(rounds) == 39 and rounds[31] == 2
+    torch.testing.assert_close(weights(est), reference, rtol=0, atol=0)
 
 
 def test_without_a_cluster_manager_it_trains_on_the_workers_there_are(cluster, small_data):
