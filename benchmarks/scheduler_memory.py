@@ -27,7 +27,6 @@ import tempfile
 import threading
 import time
 
-import numpy as np
 import psutil
 import torch
 from distributed import Client
@@ -217,7 +216,8 @@ def markdown(r):
         f"`{r['scheduler_dask_adadamp']}`, workers: "
         + ", ".join(f"`{p}`" for p in r["workers_dask_adadamp"]) + "). RSS in MiB.", "",
         table(["process", "at start", "after a warm-up fit (before the data)",
-               "after creating the data", "peak during the fit", "after the fit", "peak - before"], rows), "",
+               "after creating the data", "peak during the fit", "after the fit",
+               "peak - before"], rows), "",
         f"- scheduler growth (peak during the fit - before the data): "
         f"{r['scheduler_growth_mib']:+.0f} MiB, {r['scheduler_growth_per_data']:.2f}x "
         f"the data",
