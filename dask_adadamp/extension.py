@@ -35,7 +35,11 @@ later get it too:
 >>> client.close(); cluster.close()
 """
 import asyncio
+import ctypes
 import logging
+import sys
+
+import dask
 
 from distributed import WorkerPlugin
 from distributed.core import error_message
@@ -61,6 +65,8 @@ class WorkerExtension(WorkerPlugin):
     def setup(self, worker):
         self.worker = worker
         worker.handlers["adadamp_compute"] = self.compute
+        if dask.config.get("adadamp.tune-worker-malloc", True):
+            keep_buffers_in_heap()
 
     def teardown(self, worker):
         worker.handlers.pop("adadamp_compute", None)
@@ -99,3 +105,33 @@ class WorkerExtension(WorkerPlugin):
 
 def _holds(data, keys):
     return all(key in data for key in keys)
+
+
+def keep_buffers_in_heap(mmap_bytes=32 * 2**20, trim_bytes=64 * 2**20):
+    """Let glibc's malloc keep a training step's buffers in the heap.
+
+    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536`` so
+    that they give memory back to the OS. Setting that threshold also
+    freezes glibc's mmap threshold at 128 kB, so every activation and
+    gradient buffer of a forward and backward pass is a fresh ``mmap``,
+    page faults included: the same chunk measured 1.5x slower in such a
+    process (6.8 against 4.5 ms, 256 rows of the 270k MLP), 1.8x with this
+    library's own copies. Raising both thresholds keeps buffers below 32 MB
+    in the heap, and still returns free memory above 64 MB at the heap's top.
+    Set the dask config ``adadamp.tune-worker-malloc`` to False to leave the
+    worker's malloc alone. Does nothing where libc is not glibc.
+
+    Returns
+    -------
+    bool
+        Whether the thresholds were set.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+        return bool(libc.mallopt(m_mmap_threshold, int(mmap_bytes))
+                    and libc.mallopt(m_trim_threshold, int(trim_bytes)))
+    except (OSError, AttributeError):
+        return False

@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 #: Seconds a fit waits for workers when it has none left (dask config
 #: ``adadamp.recover-timeout``).
 RECOVER_TIMEOUT = 60
+# Rows gathered on the client before they are sent: the copies placement
+# makes (a shard's rows are not contiguous in X) stay this small.
+SCATTER_BYTES = 64 * 2**20
 
 
 def recover_timeout():
@@ -123,16 +126,26 @@ class Shards:
         X, y = self._source
         self._generation += 1
         gen = self._generation
-        raw, where = defaultdict(dict), {}
+        raw, where, scattered = defaultdict(dict), {}, {}
+        pending = 0
+
+        def send():
+            for target, data in raw.items():
+                scattered.update(self.client.scatter(data, workers=[target], direct=True))
+            raw.clear()
+
         for i in shards:
             target = workers[i % len(workers)]
             where[i] = target
             rows = self.ids[i]
             raw[target][f"adadamp-rows-X-{self.token}-{i}-{gen}"] = X[rows]
             raw[target][f"adadamp-rows-y-{self.token}-{i}-{gen}"] = y[rows]
-        scattered = {}
-        for target, data in raw.items():
-            scattered.update(self.client.scatter(data, workers=[target], direct=True))
+            pending += X[rows[:1]].nbytes * len(rows)
+            # In batches: the client never holds a second copy of all the data.
+            if pending > SCATTER_BYTES:
+                send()
+                pending = 0
+        send()
         for i, target in where.items():
             self._futures[i] = tuple(
                 self.client.submit(worker.identity,
