@@ -19,7 +19,8 @@ in this one process, all in one run:
   ``client.submit(worker.chunk_gradient, ...)`` per worker chunk, with the
   weights inside each task, gathered and summed on the client, and an SGD
   step on the client;
-* **floor**: one worker's share of the batch (``B / workers`` rows) through
+* **floor**: one worker's share of the batch (``B / workers`` random rows of a
+  larger array, gathered as a chunk gathers them) through
   forward, loss and backward of the same model in this process with one
   thread: what a worker cannot do faster.
 
@@ -88,15 +89,22 @@ def plain_torch(model, batch, updates, threads=None):
 
 
 def floor(model, rows, reps):
-    """Forward, loss and backward of ``rows`` rows, one thread, no step."""
+    """Forward, loss and backward of ``rows`` rows, one thread, no step.
+
+    As a worker's chunk does: each repetition gathers other random rows of
+    a larger array (a shard), so the rows are not warm in the cache.
+    """
     def once():
         module = _module(model)
-        X, y = map(torch.from_numpy, random_data(rows, MODELS[model][0]))
+        X, y = random_data(8 * rows, MODELS[model][0])
+        rng = np.random.default_rng(0)
         times = []
         for _ in range(reps + SKIP):
+            idx = np.sort(rng.permutation(len(X))[:rows])
             start = time.perf_counter()
             module.zero_grad(set_to_none=True)
-            torch.nn.functional.cross_entropy(module(X), y).backward()
+            xb, yb = torch.from_numpy(X[idx]), torch.from_numpy(y[idx])
+            torch.nn.functional.cross_entropy(module(xb), yb).backward()
             times.append(time.perf_counter() - start)
         return np.array(times[SKIP:])
     return _threads(1, once)

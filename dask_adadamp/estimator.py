@@ -675,8 +675,8 @@ def _call_times(timing):
     ...              "workers": {"tcp://a:1": (0.009, 0.006)}})["comm_ms"]
     4.0
     """
-    per_worker = {addr: [round(1e3 * rtt, 3), round(1e3 * compute, 3)]
-                  for addr, (rtt, compute) in sorted(timing["workers"].items())}
+    per_worker = {addr: [round(1e3 * t[0], 3), round(1e3 * t[1], 3)]
+                  for addr, t in sorted(timing["workers"].items())}
     compute = max((c for _, c in per_worker.values()), default=0.0)
     return {"compute_ms": compute,
             "comm_ms": round(max(1e3 * timing["wall_s"] - compute, 0.0), 3),

@@ -185,12 +185,12 @@ def chunk_gradient(spec, weights, buffers, X, y, rows, seed,
     module, criterion, lock = _model(spec)
     device = spec.device
     with lock:
-        params = (list(module.parameters()) if loaded
+        params = (_params(module) if loaded
                   else _load(module, weights, buffers, device))
         xb = torch.as_tensor(_take(X, rows), device=device)
         yb = torch.as_tensor(_take(y, rows), device=device)
-        module.train()
-        criterion.train()
+        _mode(module, True)
+        _mode(criterion, True)
         for p in params:
             p.grad = None  # backward hands over fresh gradients, no add
         _seed(seed, device)
@@ -232,6 +232,22 @@ def _seed(seed, device):
         torch.cuda.manual_seed(seed)
 
 
+def _mode(module, training):
+    """``module.train(training)``, skipped when it is in that mode already
+    (it walks every submodule: 0.14 ms a chunk for a small MLP)."""
+    if module.training != training:
+        module.train(training)
+
+
+def _params(module):
+    """The module's parameters, listed once per module (the list is the same
+    every update; walking the submodules for it is not free)."""
+    params = module.__dict__.get("_adadamp_params")
+    if params is None:
+        params = module.__dict__["_adadamp_params"] = list(module.parameters())
+    return params
+
+
 def _take(array, rows):
     """``array[rows]``; a slice, not a copy, when the rows are consecutive."""
     rows = np.asarray(rows)
@@ -244,7 +260,7 @@ def _take(array, rows):
 def _load(module, weights, buffers, device):
     """Copy the flat weights and the buffers into ``module``; return its
     parameters."""
-    params = list(module.parameters())
+    params = _params(module)
     flat = torch.from_numpy(weights)
     offset = 0
     with torch.no_grad():
@@ -289,7 +305,7 @@ def shards_loss(spec, weights, buffers, shards, rows):
     sums = []
     with lock, torch.no_grad():
         _load(module, weights, buffers, device)
-        module.eval()
+        _mode(module, False)
         for (X, y), r in zip(shards, rows):
             out = module(torch.as_tensor(X[r], device=device))
             if spec.log_input:
