@@ -32,6 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import dampers_mnist1d  # noqa: E402
 import memory  # noqa: E402
+import scheduler_memory  # noqa: E402
 import strongly_convex  # noqa: E402
 import time_to_accuracy  # noqa: E402
 import update_cost  # noqa: E402
@@ -43,6 +44,7 @@ BENCHMARKS = {
     "weak_scaling": weak_scaling,
     "time_to_accuracy": time_to_accuracy,
     "memory": memory,
+    "scheduler_memory": scheduler_memory,
     "strongly_convex": strongly_convex,
     "dampers_mnist1d": dampers_mnist1d,
 }
@@ -51,6 +53,7 @@ TITLES = {
     "weak_scaling": "2. Weak scaling of the overhead",
     "time_to_accuracy": "3. Time to accuracy",
     "memory": "4. Memory",
+    "scheduler_memory": "4b. Scheduler memory with 1 GB of numpy data",
     "strongly_convex": "5. AdaDamp on a strongly convex problem",
     "dampers_mnist1d": "6. Growing batches on MNIST-1D",
 }
@@ -183,7 +186,15 @@ def _memory_goals(results):
         mem = results["memory"]
         worst = max([mem["client_growth_mib"]] + mem["worker_growth_mib"])
         return [(name, worst < 5, f"largest growth {worst:+.1f} MiB")]
-    return _guarded([name], compute)
+    goals = _guarded([name], compute)
+    sched = "the scheduler holds no copy of numpy training data (growth <= 0.05x the data)"
+
+    def compute_sched():
+        r = results["scheduler_memory"]
+        return [(sched, r["scheduler_growth_per_data"] <= 0.05,
+                 f"{r['scheduler_growth_mib']:+.0f} MiB for {r['data_mib']:.0f} MiB of data "
+                 f"({r['scheduler_growth_per_data']:.2f}x; scheduler memory)")]
+    return goals + _guarded([sched], compute_sched)
 
 
 def _met(met):
