@@ -516,6 +516,7 @@ try {
             rows: doc.get_model_by_name("adadamp-updates").get_length(),
             epochs: doc.get_model_by_name("adadamp-epochs").get_length(),
             info: doc.get_model_by_name("adadamp-info").text,
+            workers: doc.get_model_by_name("adadamp-workers").text,
             x: [...Bokeh.index.query(v => v.model.type == "GlyphRenderer")]
                 .filter(v => v.model.data_source.name == "adadamp-updates")
                 .map(v => v.model.glyph.x.field)};
@@ -581,7 +582,7 @@ class OpenPage(Callback):
     def on_epoch_end(self, net, **kwargs):
         if len(net.history) == 2:
             self.driver.get(self.url)
-            self.first = self.wait(lambda s: len(s["figures"]) == 7 and s["rows"] > 0)
+            self.first = self.wait(lambda s: len(s["figures"]) == 8 and s["rows"] > 0)
         elif len(net.history) == 4:
             # The page streams new rows in while the fit runs.
             self.later = self.wait(lambda s: s["epochs"] >= 3
@@ -602,9 +603,13 @@ def test_page_renders_live_in_a_browser(separate_cluster, separate_client,
         assert driver.title == "dask-adadamp"
         assert opener.first["figures"] == [
             "Batch size", "Learning rate", "Workers in use", "Training loss",
-            "Examples per second", "Loss ratio", "Loss per epoch"]
+            "Examples per second", "Loss ratio", "Update time (ms)", "Loss per epoch"]
         assert opener.first["info"].startswith("<b>DaskClassifier(MLP) ")
         assert "running" in opener.first["info"]
+        # Each worker's calls, compute and communication, under the plots.
+        workers = {a for epoch in est.history for b in epoch["batches"]
+                   for a in b.get("workers_ms", ())}
+        assert workers and all(a in opener.first["workers"] for a in workers)
 
         n_updates = est.history[-1, "model_updates"]
         done = opener.wait(lambda s: "finished" in s["info"])
@@ -618,7 +623,7 @@ def test_page_renders_live_in_a_browser(separate_cluster, separate_client,
         # The x-axis switch: the per-update plots go from updates to epochs.
         driver.execute_script("Bokeh.documents[0].get_model_by_name("
                               "'adadamp-x-axis').active = 1")
-        opener.wait(lambda s: s["x"] == ["epochs"] * 6)
+        opener.wait(lambda s: s["x"] == ["epochs"] * 8)
         assert driver.save_screenshot(
             str(artifacts / "adadamp-dashboard-epochs.png"))
     finally:
