@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 
+import cloudpickle
 import psutil
 import torch
 from distributed import Client
@@ -108,6 +109,12 @@ def _stop(procs):
 def _importer_path():
     import dask_adadamp
     return dask_adadamp.__file__
+
+
+# Run on the workers and the scheduler, which cannot import this script
+# (run_all imports it as a module): sent by value.
+if __name__ != "__main__":  # __main__ is sent by value anyway
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 def run(quick=False):

@@ -43,9 +43,12 @@ from sklearn.base import BaseEstimator
 class Progress(NamedTuple):
     """What a schedule may read before an update.
 
-    ``loss(fraction=None)`` evaluates the mean training loss at the current
-    weights (on the cluster: the training shards, forward only), on a fixed
-    random ``fraction`` of the training set or on all of it.
+    ``loss(fraction=None)`` gives the mean training loss (on the cluster: the
+    training shards, forward only), on a fixed random ``fraction`` of the
+    training set or on all of it. The estimator evaluates it in the calls of
+    the previous update, at that update's weights (one update old); only
+    where no update carried it (the fit's first ask) is it a round of calls
+    of its own, at the current weights.
     """
 
     updates: int
@@ -57,8 +60,10 @@ class Progress(NamedTuple):
 class UpdateStats(NamedTuple):
     """What one update measured, reported to the schedule after it.
 
-    ``chunk_sizes[j]`` examples went into chunk ``j`` (one Dask task), whose
-    mean gradient has squared norm ``chunk_sq_norms[j]``; ``sq_norm`` is the
+    ``chunk_sizes[j]`` examples went into chunk ``j`` (computed by the worker
+    that holds its shard, in the update's call to it), whose mean gradient
+    has squared norm ``chunk_sq_norms[j]`` (None unless the schedule sets
+    ``chunk_norms``); ``sq_norm`` is the
     squared norm of the update's mean gradient and ``loss`` its mean loss.
     """
 
@@ -350,11 +355,11 @@ class NoiseScaleDamp(BaseDamper):
     ``B_k = max(B0, ceil(scale * B_noise))`` with ``B_noise = tr(S) / |G|^2``
     (McCandlish et al. 2018, "An empirical model of large-batch training"):
     ``tr(S)`` the trace of the per-example gradients' covariance and ``G``
-    the true gradient. Both are estimated from every update's own tasks at
-    no extra cost. With ``n`` chunks, chunk ``j`` of ``b_j`` examples with
-    mean gradient ``g_j``, the update's mean gradient ``g_B`` over
-    ``B = sum b_j`` examples, and ``A = sum_j (b_j / B) |g_j|^2 - |g_B|^2``,
-    the unbiased estimates are::
+    the true gradient. Both are estimated from every update's own chunks,
+    in the same calls (no extra round). With ``n`` chunks, chunk ``j`` of
+    ``b_j`` examples with mean gradient ``g_j``, the update's mean gradient
+    ``g_B`` over ``B = sum b_j`` examples, and
+    ``A = sum_j (b_j / B) |g_j|^2 - |g_B|^2``, the unbiased estimates are::
 
         tr(S) ~ B * A / (n - 1)          |G|^2 ~ |g_B|^2 - A / (n - 1)
 
@@ -369,7 +374,7 @@ class NoiseScaleDamp(BaseDamper):
     and ``1 + B_noise / B`` times the fewest updates: the default 0.2
     costs about 1.2x the epochs for about 6x the fewest updates.
 
-    Every update is split into at least two tasks (``min_chunks = 2``),
+    Every update is split into at least two chunks (``min_chunks = 2``),
     also when it fits in one. An update of a single example gives no
     estimate; the previous one is kept. The signal recorded is the
     smoothed ``B_noise``.

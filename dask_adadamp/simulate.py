@@ -21,9 +21,12 @@ The time model, for update ``k`` of ``B_k`` examples:
   - ``"allreduce"`` (a ring all-reduce, as in PyTorch DDP or Horovod):
     ``2 * (P_k - 1) * L + 2 * (P_k - 1) / P_k * S / W``, 0 for one worker.
 
-- A fixed ``overhead`` per update (the scheduling of a round of Dask tasks
-  and the client's optimizer step; about 20 ms per update measured on the
-  development machine, see ``docs/performance.md``).
+- A fixed ``overhead`` per update (this project's direct calls to the
+  workers and the client's optimizer step). The default, about 20 ms per
+  update, was measured on the development machine on the old tasks path
+  (commit bc094b6 and before), where every update was a round of Dask tasks
+  through the scheduler. TODO(numbers): the direct path's figure, see
+  ``docs/performance.md``.
 
 An update takes compute + communication + overhead; a fit, the sum over its
 updates. See ``docs/simulate.md`` for what the model leaves out.
@@ -75,9 +78,11 @@ class Cluster:
     bandwidth : float, default=1.25e9
         Bytes per second of one link (1.25e9: 10 Gbit/s Ethernet).
     overhead : float, default=0.020
-        Seconds every update costs whatever its size: this project's round
-        of Dask tasks and optimizer step, about 20 ms per update measured on
-        the development machine.
+        Seconds every update costs whatever its size: this project's calls
+        to the workers and optimizer step. The default, about 20 ms per
+        update, was measured on the development machine on the old tasks
+        path (commit bc094b6 and before: a round of Dask tasks per update).
+        TODO(numbers): the direct path's figure.
     reduction : {"centralized", "allreduce"}, default="centralized"
         How gradients are summed: through the client, as this project
         does, or by a ring all-reduce among the workers (DDP, Horovod).
