@@ -277,15 +277,21 @@ def main(argv=None):
         results[name].update(commit=here["commit"], quick=args.quick,
                              machine=here["machine"],
                              measured=f"commit {here['commit']}, {machine()['date']}")
+        # Written after every section: a later one that fails loses nothing.
+        lines = write(results, args.out)
+    print("\n".join(lines))
+
+
+def write(results, out):
+    """Write results.md and results.json; return the Markdown lines."""
     results["goals"] = [{"goal": g, "met": None if met is None else bool(met),
                          "measured": m} for g, met, m in goals(results)]
-
     lines = render(results)
-    with open(os.path.join(args.out, "results.md"), "w") as f:
+    with open(os.path.join(out, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    with open(os.path.join(args.out, "results.json"), "w") as f:
+    with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
-    print("\n".join(lines))
+    return lines
 
 
 if __name__ == "__main__":
