@@ -22,11 +22,11 @@ The time model, for update ``k`` of ``B_k`` examples:
     ``2 * (P_k - 1) * L + 2 * (P_k - 1) / P_k * S / W``, 0 for one worker.
 
 - A fixed ``overhead`` per update (this project's direct calls to the
-  workers and the client's optimizer step). The default, about 20 ms per
-  update, was measured on the development machine on the old tasks path
-  (commit bc094b6 and before), where every update was a round of Dask tasks
-  through the scheduler. TODO(numbers): the direct path's figure, see
-  ``docs/performance.md``.
+  workers beyond their compute and bytes, and the client's optimizer step):
+  15 ms by default, measured on the development machine on the direct path
+  (270k parameters, batch 64, 2 workers: an update of 21.0 ms of which the
+  slowest worker computed 4.5 ms; ``benchmarks/update_cost.py``, see
+  ``docs/performance.md``). The old tasks path cost about 20 ms.
 
 An update takes compute + communication + overhead; a fit, the sum over its
 updates. See ``docs/simulate.md`` for what the model leaves out.
@@ -77,12 +77,10 @@ class Cluster:
         data center).
     bandwidth : float, default=1.25e9
         Bytes per second of one link (1.25e9: 10 Gbit/s Ethernet).
-    overhead : float, default=0.020
+    overhead : float, default=0.015
         Seconds every update costs whatever its size: this project's calls
-        to the workers and optimizer step. The default, about 20 ms per
-        update, was measured on the development machine on the old tasks
-        path (commit bc094b6 and before: a round of Dask tasks per update).
-        TODO(numbers): the direct path's figure.
+        to the workers (beyond compute and bytes) and optimizer step, 15 ms
+        measured on the development machine on the direct path.
     reduction : {"centralized", "allreduce"}, default="centralized"
         How gradients are summed: through the client, as this project
         does, or by a ring all-reduce among the workers (DDP, Horovod).
@@ -92,7 +90,7 @@ class Cluster:
     >>> Cluster(grad_time=1e-3, grads_per_worker=64, reduction="allreduce")
     ... # doctest: +NORMALIZE_WHITESPACE
     Cluster(grad_time=0.001, grads_per_worker=64, max_workers=32,
-            latency=0.0001, bandwidth=1250000000.0, overhead=0.02,
+            latency=0.0001, bandwidth=1250000000.0, overhead=0.015,
             reduction='allreduce')
     """
 
@@ -101,7 +99,7 @@ class Cluster:
     max_workers: int = 32
     latency: float = 1e-4
     bandwidth: float = 1.25e9
-    overhead: float = 0.020
+    overhead: float = 0.015
     reduction: str = "centralized"
 
     _checks: ClassVar[dict] = {"grad_time": "a positive number",
