@@ -41,8 +41,8 @@ Examples
 ... # doctest: +NORMALIZE_WHITESPACE
           model_updates  epochs  max_workers  minutes
 schedule
-SGD                2000     2.0            1     3.02
-growing            1125     2.0            8     1.79
+SGD                2000     2.0            1     2.85
+growing            1125     2.0            8     1.70
 """
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
