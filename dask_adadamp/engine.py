@@ -105,7 +105,8 @@ def seceded():
     """Give up the worker thread while a fit runs inside a Dask task.
 
     A fit run by a task (joblib's Dask backend, dask-ml's incremental
-    searches) submits its own tasks and waits for them. Holding a worker
+    searches) waits for its workers' computations, which run in the
+    workers' thread pools. Holding a worker
     thread meanwhile can leave none to run them: with one thread per
     worker and one such fit per worker, nothing would ever run. This is
     what :func:`distributed.worker_client` does; outside a task it does
@@ -140,9 +141,9 @@ def default_shard_rows(n_rows, grads_per_worker, max_shards=64):
     """Rows per shard for data the fit places itself.
 
     A multiple of ``grads_per_worker``, so that an update of ``B`` examples
-    needs ``ceil(B / grads_per_worker)`` tasks (one more where it straddles
+    needs ``ceil(B / grads_per_worker)`` chunks (one more where it straddles
     a shard's end), and at most about ``max_shards`` shards, so that there
-    are shards for every worker without tiny tasks.
+    are shards for every worker without tiny chunks.
 
     >>> default_shard_rows(1000, 128)
     128

@@ -55,8 +55,9 @@ class DaskNetMixin:
         for the current client (``distributed.get_client()``), falling back
         to a local cluster started once per process.
     grads_per_worker : int (default=128)
-        Most examples one gradient task computes. An update of ``B``
-        examples runs about ``ceil(B / grads_per_worker)`` tasks.
+        Most examples in one chunk. An update of ``B`` examples is cut
+        into about ``ceil(B / grads_per_worker)`` chunks, each computed by
+        the worker that holds its rows.
     random_state : int, numpy.random.RandomState or None (default=None)
         Seeds the module's initialization, the placement of the data and
         every update's sample. With an int, fits are repeatable bit for
@@ -313,7 +314,7 @@ class DaskNetMixin:
 
     def _monitor_name(self, token):
         """How the dashboard names this fit: class, module and the token in
-        the fit's task keys."""
+        the fit's keys on the cluster."""
         return f"{type(self).__name__}({type(self.module_).__name__}) {token}"
 
     def _epoch_record(self):

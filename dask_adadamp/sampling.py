@@ -7,7 +7,7 @@ epoch deals pieces round by round, one from each shard in shard order, until
 every shard is used up. Updates take consecutive pieces (splitting the last
 one where the batch ends). A chunk is then one piece or part of one, so its
 gradient is computed where its shard lives and only row numbers travel
-with the task; and consecutive chunks read consecutive shards, which the
+with the call; and consecutive chunks read consecutive shards, which the
 engine places on consecutive workers, so an update keeps every worker busy.
 
 Numpy data is shuffled before it is cut into shards, so each update is a
@@ -22,7 +22,7 @@ import numpy as np
 
 
 class Chunk(NamedTuple):
-    """Rows of one shard that one gradient task uses."""
+    """Rows of one shard whose gradients are computed together."""
 
     shard: int
     rows: np.ndarray

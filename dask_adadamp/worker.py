@@ -1,9 +1,10 @@
 """What runs on the Dask workers: pure functions of (weights, shard, rows).
 
-Nothing here imports the estimator. A task receives the model as a
+Nothing here imports the estimator. A worker's handler (see
+:mod:`dask_adadamp.extension`) receives the model once per fit as a
 :class:`ModelSpec` (a few kilobytes: the module's structure without its
-weights), the weights as one flat float32 buffer and the rows of one shard
-it should use, and returns sums. The same inputs give the same bits on any
+weights), then with every update the weights as one flat float32 buffer and
+the rows of the shards it holds, and returns sums. The same inputs give the same bits on any
 worker, which is what makes updates independent of the cluster's size.
 """
 import copy
@@ -98,7 +99,7 @@ def _model(spec):
         entry = _MODELS.get(spec.token)
         if entry is None:
             module, criterion = spec.build()
-            # One lock per model: chunk tasks on a multi-threaded worker
+            # One lock per model: calls on a multi-threaded worker
             # share the module's parameters and must not interleave.
             entry = (module, criterion, threading.Lock())
             _MODELS[spec.token] = entry
@@ -145,7 +146,7 @@ def chunk_gradient(spec, weights, buffers, X, y, rows, seed,
         The shard's rows this chunk uses.
     seed : int
         Seeds randomness in the forward pass (dropout), so a re-run
-        task gives the same result.
+        chunk gives the same result.
     return_buffers : bool
         Also return the buffers as the forward pass left them.
     sq_norm : bool
