@@ -13,6 +13,7 @@ setup(
         "torch>=2.1",
         "skorch>=1.0",
         "scikit-learn>=1.3",
+        "threadpoolctl>=3",  # the client's BLAS threads during training
         "dask[array]>=2024.1",
         "distributed>=2024.1",
         "bokeh>=3.1",  # the Dask dashboard and its /adadamp page
