@@ -23,9 +23,9 @@ The time model, for update ``k`` of ``B_k`` examples:
 
 - A fixed ``overhead`` per update (this project's direct calls to the
   workers beyond their compute and bytes, and the client's optimizer step):
-  15 ms by default, measured on the development machine on the direct path
-  (270k parameters, batch 64, 2 workers: an update of 21.0 ms of which the
-  slowest worker computed 4.5 ms; ``benchmarks/update_cost.py``, see
+  10 ms by default, measured on the development machine on the direct path
+  (270k parameters, batch 64, 2 workers: an update of 11.9 ms of which the
+  slowest worker computed 2.6 ms; ``benchmarks/update_cost.py``, see
   ``docs/performance.md``). The old tasks path cost about 20 ms.
 
 An update takes compute + communication + overhead; a fit, the sum over its
@@ -41,8 +41,8 @@ Examples
 ... # doctest: +NORMALIZE_WHITESPACE
           model_updates  epochs  max_workers  minutes
 schedule
-SGD                2000     2.0            1     2.85
-growing            1125     2.0            8     1.70
+SGD                2000     2.0            1     2.69
+growing            1125     2.0            8     1.60
 """
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -77,10 +77,10 @@ class Cluster:
         data center).
     bandwidth : float, default=1.25e9
         Bytes per second of one link (1.25e9: 10 Gbit/s Ethernet).
-    overhead : float, default=0.015
+    overhead : float, default=0.010
         Seconds every update costs whatever its size: this project's calls
-        to the workers (beyond compute and bytes) and optimizer step, 15 ms
-        measured on the development machine on the direct path.
+        to the workers (beyond compute and bytes) and optimizer step, about
+        10 ms measured on the development machine on the direct path.
     reduction : {"centralized", "allreduce"}, default="centralized"
         How gradients are summed: through the client, as this project
         does, or by a ring all-reduce among the workers (DDP, Horovod).
@@ -90,7 +90,7 @@ class Cluster:
     >>> Cluster(grad_time=1e-3, grads_per_worker=64, reduction="allreduce")
     ... # doctest: +NORMALIZE_WHITESPACE
     Cluster(grad_time=0.001, grads_per_worker=64, max_workers=32,
-            latency=0.0001, bandwidth=1250000000.0, overhead=0.015,
+            latency=0.0001, bandwidth=1250000000.0, overhead=0.01,
             reduction='allreduce')
     """
 
@@ -99,7 +99,7 @@ class Cluster:
     max_workers: int = 32
     latency: float = 1e-4
     bandwidth: float = 1.25e9
-    overhead: float = 0.015
+    overhead: float = 0.010
     reduction: str = "centralized"
 
     _checks: ClassVar[dict] = {"grad_time": "a positive number",
