@@ -18,6 +18,7 @@ the shards are back on live workers; the result is the same bits.
 """
 import asyncio
 import atexit
+import gc
 import logging
 import math
 import os
@@ -213,6 +214,7 @@ class FitSession:
         self.token = spec.token
         self.shards = Shards(client, self.token)
         self._has_spec = set()
+        self._recovered = False
         # (update number, fraction, mean loss) evaluated in an update's calls
         # for the schedule's next ask (the estimator sets and reads it).
         self.ridden_loss = None
@@ -323,6 +325,7 @@ class FitSession:
                   "bytes_out": 0, "bytes_in": 0}
         deadline = time.monotonic() + recover_timeout()
         start = time.perf_counter()
+        retries = 0
         while True:
             todo_c = [c for c in chunks if c[0] not in done_chunks]
             todo_l = [i for i in losses if i[0] not in done_losses]
@@ -338,8 +341,11 @@ class FitSession:
                 plan[self.shards.holders[c[1]]][0].append(c)
             for i in todo_l:
                 plan[self.shards.holders[i[1]]][1].append(i)
+            if retries:  # a worker still joining or a shard in flight: back off
+                time.sleep(min(0.01 * 2 ** retries, 1.0))
             if None in plan:  # shards lost in an earlier round
                 self.shards.recover()
+                retries += 1
                 continue
             timing["rounds"] += 1
             replies = self.client.sync(self._call_all, plan, weights, buffers, sq_norms)
@@ -351,6 +357,7 @@ class FitSession:
                     logger.info("fit %s: call to %s failed (%r); recovering",
                                 self.token, addr, reply)
                     self.shards.worker_lost(addr)
+                    self._recovered = True
                     self._has_spec.discard(addr)
                     troubled.add(None)
                     continue
@@ -374,6 +381,7 @@ class FitSession:
                     troubled.add(None)
             if troubled:
                 self.shards.recover(troubled - {None})
+            retries += 1
         timing["wall_s"] = time.perf_counter() - start
         return done_chunks, done_losses, timing
 
@@ -431,6 +439,13 @@ class FitSession:
         with the shards and must outlive the fit.
         """
         self.shards.close()
+        if self._recovered:
+            # The connection errors of lost workers keep frames, and through
+            # them futures of the fit, in reference cycles: without a
+            # collection the scheduler would keep those keys until Python's
+            # garbage collector happens to run (seen: y blocks moved next to
+            # their X, still wanted after every worker was killed).
+            gc.collect()
         try:
             self.client.run(worker.forget, self.token)
         except Exception:  # a closed client or a cluster gone: nothing left
