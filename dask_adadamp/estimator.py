@@ -638,10 +638,10 @@ def _client_threads():
     The client's work per update (flattening the weights, the optimizer
     step) is a few passes over the weights, which gain little from threads.
     Where the client shares cores with workers, a parallel region waits for
-    a thread the OS gave to a worker: measured on 2 cores with 2 workers,
-    flattening 270k weights took 5.1 ms with torch's 2 threads and 0.4 ms
-    with one, and an update 36 against 25 ms. Validation and prediction
-    keep the process's settings.
+    a thread the OS gave to a worker, and an idle BLAS thread spins
+    (``benchmarks/client_threads.py``: 33.7 against 26.4 ms per update on 2
+    cores with 2 workers). Validation and prediction keep the process's
+    settings.
 
     >>> before = torch.get_num_threads()
     >>> with _client_threads():
