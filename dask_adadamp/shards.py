@@ -113,7 +113,12 @@ class Shards:
         self.X = X
         self.holders = [None] * len(self._futures)
         self.workers = self.live_workers(wait=True)
-        wait([f for pair in self._futures for f in pair], timeout=recover_timeout())
+        # No timeout: computing the user's blocks may take as long as it takes.
+        futures = [f for pair in self._futures for f in pair]
+        wait(futures)
+        for f in futures:
+            if f.status == "error":
+                f.result()  # the user's graph failed: its own error, raised here
         self._locate(range(len(self._futures)))
 
     def _scatter(self, shards, workers):
