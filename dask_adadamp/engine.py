@@ -367,8 +367,7 @@ class FitSession:
                     timing["bytes_in"] += sum(r[0].nbytes for r in result["chunks"].values())
                     done_chunks.update(result["chunks"])
                     done_losses.update(result["losses"])
-                    timing["workers"][addr] = (reply["rtt_s"], result["compute_s"],
-                                               result["handler_s"])
+                    timing["workers"][addr] = (reply["rtt_s"], result["compute_s"])
                 elif status == "error":
                     _, exc, tb = clean_exception(**reply)
                     raise exc.with_traceback(tb)

@@ -342,10 +342,10 @@ class DaskNetMixin:
     def get_batch_size(self, session):
         """Batch size of the next update; sets the learning-rate factor
         ``lr_scale_`` that goes with it."""
+        updates = self._total("model_updates") + len(self.history[-1, "batches"])
         progress = Progress(
-            updates=self._total("model_updates") + len(self.history[-1, "batches"]),
-            epochs=len(self.history) - 1, n_train=session.n_rows,
-            loss=lambda fraction=None: self._mean_loss(session, fraction))
+            updates=updates, epochs=len(self.history) - 1, n_train=session.n_rows,
+            loss=lambda fraction=None: self._mean_loss(session, updates, fraction))
         asked = self.damper_.ask(progress)
         scale = self.damper_.lr_factor(progress)
         size = min(asked, session.n_rows)
@@ -355,11 +355,10 @@ class DaskNetMixin:
         self.lr_scale_ = scale
         return size
 
-    def _mean_loss(self, session, fraction=None):
+    def _mean_loss(self, session, updates, fraction=None):
         """Training loss for the schedule: the one evaluated in the previous
         update's calls (at its weights), or else, at the fit's first ask, a
         round of calls at the current weights."""
-        updates = self._total("model_updates") + len(self.history[-1, "batches"])
         ridden = session.ridden_loss
         if ridden is not None and ridden[:2] == (updates, fraction):
             return ridden[2]
@@ -684,8 +683,8 @@ def _call_times(timing):
     ...              "workers": {"tcp://a:1": (0.009, 0.006)}})["comm_ms"]
     4.0
     """
-    per_worker = {addr: [round(1e3 * t[0], 3), round(1e3 * t[1], 3)]
-                  for addr, t in sorted(timing["workers"].items())}
+    per_worker = {addr: [round(1e3 * rtt, 3), round(1e3 * compute, 3)]
+                  for addr, (rtt, compute) in sorted(timing["workers"].items())}
     compute = max((c for _, c in per_worker.values()), default=0.0)
     return {"compute_ms": compute,
             "comm_ms": round(max(1e3 * timing["wall_s"] - compute, 0.0), 3),

@@ -38,7 +38,6 @@ import asyncio
 import ctypes
 import logging
 import sys
-import time
 
 import dask
 
@@ -80,7 +79,6 @@ class WorkerExtension(WorkerPlugin):
         return_buffers)`` and ``losses`` of ``(i, key_X, key_y, rows)``;
         ``spec`` comes with a fit's first call to a worker.
         """
-        start = time.perf_counter()
         try:
             if spec is not None:
                 compute.remember(spec)
@@ -100,7 +98,6 @@ class WorkerExtension(WorkerPlugin):
             result = await asyncio.get_running_loop().run_in_executor(
                 self.worker.executors["default"], compute.compute_call, spec,
                 weights, buffers or {}, chunk_args, loss_args, sq_norms)
-            result["handler_s"] = time.perf_counter() - start
             return {"status": "OK", "result": to_serialize(result)}
         except Exception as exc:  # the model's own errors go back to the fit
             return error_message(exc, status="error")

@@ -143,9 +143,9 @@ class Shards:
             target = workers[i % len(workers)]
             where[i] = target
             rows = self.ids[i]
-            raw[target][f"adadamp-rows-X-{self.token}-{i}-{gen}"] = X[rows]
+            shard_X = raw[target][f"adadamp-rows-X-{self.token}-{i}-{gen}"] = X[rows]
             raw[target][f"adadamp-rows-y-{self.token}-{i}-{gen}"] = y[rows]
-            pending += X[rows[:1]].nbytes * len(rows)
+            pending += shard_X.nbytes
             # In batches: the client never holds a second copy of all the data.
             if pending > SCATTER_BYTES:
                 send()

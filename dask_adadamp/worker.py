@@ -308,10 +308,10 @@ def shards_loss(spec, weights, buffers, shards, rows):
         _load(module, weights, buffers, device)
         _mode(module, False)
         for (X, y), r in zip(shards, rows):
-            out = module(torch.as_tensor(X[r], device=device))
+            out = module(torch.as_tensor(_take(X, r), device=device))
             if spec.log_input:
                 out = torch.log(out + torch.finfo(out.dtype).eps)
-            loss = criterion(out, torch.as_tensor(y[r], device=device))
+            loss = criterion(out, torch.as_tensor(_take(y, r), device=device))
             if getattr(criterion, "reduction", "mean") == "mean":
                 loss = loss * len(r)
             sums.append(float(loss))
