@@ -45,6 +45,7 @@ from distributed import Client, LocalCluster
 from torch.nn.utils import parameters_to_vector
 
 from dask_adadamp import DaskClassifier, worker
+from dask_adadamp.tree import tree_sum
 from dask_adadamp.models import MLP
 
 from common import (MODELS, N_CLASSES, UpdateClock, median_ms, model_kwargs,
@@ -205,7 +206,7 @@ def tasks_path(client, model, batch, updates, n_workers):
                     for j, ((addr, Xf, yf), order) in enumerate(zip(shards, orders))]
                 results = client.gather(futures)
                 grad = torch.from_numpy(
-                    worker.tree_sum([r[0] for r in results]) / sum(r[2] for r in results))
+                    tree_sum([r[0] for r in results]) / sum(r[2] for r in results))
                 offset = 0
                 for p in params:
                     p.grad = grad[offset:offset + p.numel()].view_as(p)

@@ -5,14 +5,17 @@ AdaDamp-on-Dask paper simulated it) while the model keeps a real payload:
 ``SleepNet`` carries as many parameters as the 270k MLP, so the weights out
 and the gradient sums back are full size. With ``B = P * grads_per_worker``
 every worker computes one chunk per update; a flat line means the update cost
-does not grow with the cluster. From the fit's history: the median bytes the
-client sends (weights, one copy per worker called) and receives (gradient
-sums) per update.
+does not grow with the cluster. Each cluster size runs both ways of calling
+the workers side by side: direct (the client calls every worker) and tree
+(the client calls one, the calls and partial sums pass through the others).
+From the fit's history: the median bytes the client sends (weights) and
+receives (gradient sums) per update.
 
     python benchmarks/weak_scaling.py [--quick]
 """
 import time
 
+import dask
 import numpy as np
 import torch
 from distributed import Client, LocalCluster
@@ -40,33 +43,50 @@ class SleepNet(torch.nn.Module):
         return self.linear(X)
 
 
-def update_time(n_workers, updates):
+# adadamp.tree-workers for each: always direct, always the tree, the default
+MODES = {"direct": None, "tree": 1, "auto": "auto"}
+
+
+def update_times(n_workers, updates, repeats=2):
+    """Per-update seconds and client bytes of each mode, the modes' fits
+    interleaved on one cluster (``repeats`` fits each)."""
     batch = n_workers * GRADS_PER_WORKER
-    clock = UpdateClock()
+    seconds = {mode: [] for mode in MODES}
+    client_bytes = {mode: {"bytes_out": [], "bytes_in": []} for mode in MODES}
     with LocalCluster(n_workers=n_workers, threads_per_worker=1,
                       dashboard_address=":0") as cluster, Client(cluster) as client:
-        est = DaskClassifier(
-            SleepNet, module__payload=n_params("mlp-270k"),
-            criterion=torch.nn.CrossEntropyLoss, lr=0.0, batch_size=batch,
-            grads_per_worker=GRADS_PER_WORKER, max_epochs=1, train_split=None,
-            random_state=0, verbose=0, client=client,
-            callbacks=[("clock", clock)])
-        est.fit(*random_data(batch * updates, 784))
-    batches = est.history[0, "batches"][2:]  # as clock.seconds(): no warm-up
-    client_bytes = {key: float(np.median([b[key] for b in batches]))
-                    for key in ("bytes_out", "bytes_in")}
-    return clock.seconds(), client_bytes
+        for _ in range(repeats):
+            for mode, tree_workers in MODES.items():
+                clock = UpdateClock()
+                est = DaskClassifier(
+                    SleepNet, module__payload=n_params("mlp-270k"),
+                    criterion=torch.nn.CrossEntropyLoss, lr=0.0, batch_size=batch,
+                    grads_per_worker=GRADS_PER_WORKER, max_epochs=1, train_split=None,
+                    random_state=0, verbose=0, client=client,
+                    callbacks=[("clock", clock)])
+                with dask.config.set({"adadamp.tree-workers": tree_workers}):
+                    est.fit(*random_data(batch * updates, 784))
+                seconds[mode] += list(clock.seconds())
+                for b in est.history[0, "batches"][2:]:  # as clock: no warm-up
+                    for key in ("bytes_out", "bytes_in"):
+                        client_bytes[mode][key].append(b[key])
+    return seconds, {mode: {k: float(np.median(v)) for k, v in kb.items()}
+                     for mode, kb in client_bytes.items()}
 
 
 def run(quick=False):
     updates = 10 if quick else 25
     rows = []
     for n_workers in (1, 2, 4, 8, 16):
-        seconds, client_bytes = update_time(n_workers, updates)
-        rows.append({"workers": n_workers, "batch": n_workers * GRADS_PER_WORKER,
-                     "update_ms": median_ms(seconds),
-                     "overhead_ms": median_ms(seconds) - 1e3 * SLEEP_S,
-                     **client_bytes})
+        seconds, client_bytes = update_times(n_workers, updates)
+        row = {"workers": n_workers, "batch": n_workers * GRADS_PER_WORKER}
+        for mode in MODES:
+            row[f"{mode}_ms"] = median_ms(seconds[mode])
+            row.update({f"{mode}_{k}": v for k, v in client_bytes[mode].items()})
+        row["update_ms"] = row["auto_ms"]
+        row["overhead_ms"] = row["update_ms"] - 1e3 * SLEEP_S
+        row["tree_vs_direct"] = row["tree_ms"] / row["direct_ms"]
+        rows.append(row)
         print(rows[-1], flush=True)
     for row in rows:
         row["vs_1_worker"] = row["update_ms"] / rows[0]["update_ms"]
@@ -77,17 +97,25 @@ def run(quick=False):
 def markdown(result):
     lines = [f"Each chunk's forward sleeps {result['sleep_ms']:.0f} ms; payload "
              f"{result['params']:,} float32 parameters; grads_per_worker "
-             f"{result['grads_per_worker']}; medians of {result['updates'] - 2} updates.", "",
-             table(["workers", "batch", "update (ms)", "overhead = update - sleep (ms)",
-                    "vs 1 worker", "client MB out per update",
-                    "client MB in per update"],
-                   [[r["workers"], r["batch"], f"{r['update_ms']:.1f}",
-                     f"{r['overhead_ms']:.1f}", f"{r['vs_1_worker']:.2f}x",
-                     _mb(r.get("bytes_out")), _mb(r.get("bytes_in"))]
+             f"{result['grads_per_worker']}; medians of 2 x {result['updates'] - 2} "
+             "updates per mode, the modes' fits interleaved on one cluster.", "",
+             table(["workers", "batch", "direct (ms)", "tree (ms)", "tree / direct",
+                    "update, default 'auto' (ms)", "overhead = update - sleep (ms)",
+                    "vs 1 worker", "client MB out: direct / tree / auto",
+                    "client MB in: direct / tree / auto"],
+                   [[r["workers"], r["batch"], f"{r['direct_ms']:.1f}",
+                     f"{r['tree_ms']:.1f}", f"{r['tree_vs_direct']:.2f}x",
+                     f"{r['update_ms']:.1f}", f"{r['overhead_ms']:.1f}",
+                     f"{r['vs_1_worker']:.2f}x",
+                     " / ".join(_mb(r[f"{m}_bytes_out"]) for m in MODES),
+                     " / ".join(_mb(r[f"{m}_bytes_in"]) for m in MODES)]
                     for r in result["rows"]]), "",
-             "MB out: weight bytes the client sent per update (one copy per worker "
-             "called); MB in: gradient bytes it received; medians from the fit's "
-             "history, 10^6 bytes."]
+             "direct: the client calls every worker; tree: the client calls one "
+             "worker and the calls and partial sums pass through the others; auto "
+             "(the default of the dask config `adadamp.tree-workers`): each fit "
+             "times both on its first rounds and keeps the faster. MB out: weight "
+             "bytes the client sent per update; MB in: gradient bytes it received; "
+             "medians from the fits' history, 10^6 bytes."]
     return "\n".join(lines)
 
 

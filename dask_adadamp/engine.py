@@ -30,6 +30,7 @@ from collections import defaultdict
 from contextlib import contextmanager
 from typing import NamedTuple
 
+import dask
 import dask.array as da
 import numpy as np
 import torch
@@ -37,13 +38,39 @@ from distributed import Client, LocalCluster, get_worker, rejoin, secede
 from distributed.core import clean_exception
 from distributed.protocol.serialize import to_serialize
 
-from . import worker
+from . import tree, worker
 from .extension import WorkerExtension
 from .shards import NoWorkersError, Shards, recover_timeout
 
 logger = logging.getLogger(__name__)
 
 _EMBEDDED = {}
+
+
+def tree_policy():
+    """When rounds of calls go through a tree of workers.
+
+    The dask config ``adadamp.tree-workers``: ``"auto"`` (the default) times
+    direct calls and the tree on a fit's first rounds at each cluster size
+    and keeps the faster (:class:`dask_adadamp.tree.PathChooser`); an int
+    uses the tree for rounds to at least that many workers; None or 0
+    never does. Either way an update's result has the same bits.
+
+    >>> import dask
+    >>> with dask.config.set({"adadamp.tree-workers": 4}):
+    ...     tree_policy()
+    4
+    """
+    value = dask.config.get("adadamp.tree-workers", "auto")
+    if value in (None, 0):
+        return None
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)
+                           and value >= 1):
+        return value
+    raise ValueError(
+        f"dask config 'adadamp.tree-workers'={value!r} is not accepted; give "
+        "'auto', the fewest workers (an int >= 1) whose rounds go through a "
+        "tree, or None for never")
 
 
 def resolve_client(client=None):
@@ -215,6 +242,7 @@ class FitSession:
         self.shards = Shards(client, self.token)
         self._has_spec = set()
         self._recovered = False
+        self._paths = tree.PathChooser(tree_policy())
         # (update number, fraction, mean loss) evaluated in an update's calls
         # for the schedule's next ask (the estimator sets and reads it).
         self.ridden_loss = None
@@ -269,16 +297,16 @@ class FitSession:
         chunks = [(j, chunk.shard, chunk.rows, int(s), j == 0 and bool(buffers))
                   for j, (chunk, s) in enumerate(zip(update.chunks, seeds))]
         losses = self._loss_items(loss_rows) if loss_rows is not None else []
-        out, losses_out, timing = self._compute(weights, buffers, chunks, losses,
-                                                sq_norms)
-        results = [out[j] for j in range(len(chunks))]
+        nodes, meta, losses_out, timing = self._compute(weights, buffers, chunks,
+                                                        losses, sq_norms)
+        meta = [meta[j] for j in range(len(chunks))]
         return GradientSums(
-            grad=worker.tree_sum([r[0] for r in results]),
-            loss=math.fsum(r[1] for r in results),
-            count=sum(r[2] for r in results),
-            buffers=results[0][4] if buffers else {},
-            chunk_sizes=[r[2] for r in results],
-            chunk_sq_norms=[r[3] for r in results],
+            grad=nodes[(tree.depth(len(chunks)), 0)],
+            loss=math.fsum(m[0] for m in meta),
+            count=sum(m[1] for m in meta),
+            buffers=meta[0][3] if buffers else {},
+            chunk_sizes=[m[1] for m in meta],
+            chunk_sq_norms=[m[2] for m in meta],
             mean_loss=(self._mean(losses_out, loss_rows)
                        if loss_rows is not None else None),
             timing=timing)
@@ -299,8 +327,8 @@ class FitSession:
         float
         """
         rows = self.all_rows() if rows is None else rows
-        _, losses, _ = self._compute(weights, buffers, [], self._loss_items(rows),
-                                     False)
+        _, _, losses, _ = self._compute(weights, buffers, [],
+                                        self._loss_items(rows), False)
         return self._mean(losses, rows)
 
     def all_rows(self):
@@ -319,15 +347,21 @@ class FitSession:
 
     def _compute(self, weights, buffers, chunks, losses, sq_norms):
         """Run ``chunks`` and ``losses`` where their shards are; retry the
-        missing ones after a worker is lost, until all are done."""
-        done_chunks, done_losses = {}, {}
+        missing ones after a worker is lost, until all are done.
+
+        Returns the chunks' gradients added up to the root of the chunk
+        tree (:mod:`dask_adadamp.tree`), per chunk its loss sum, count,
+        squared norm and buffers, the loss sums by item, and the timing.
+        """
+        n = len(chunks)
+        nodes, meta, done_losses = {}, {}, {}
         timing = {"workers": {}, "rounds": 0, "wall_s": 0.0,
                   "bytes_out": 0, "bytes_in": 0}
         deadline = time.monotonic() + recover_timeout()
         start = time.perf_counter()
         retries = 0
         while True:
-            todo_c = [c for c in chunks if c[0] not in done_chunks]
+            todo_c = [c for c in chunks if c[0] not in meta]
             todo_l = [i for i in losses if i[0] not in done_losses]
             if not (todo_c or todo_l):
                 break
@@ -348,26 +382,32 @@ class FitSession:
                 retries += 1
                 continue
             timing["rounds"] += 1
-            replies = self.client.sync(self._call_all, plan, weights, buffers, sq_norms)
-            timing["bytes_out"] += len(plan) * weights.nbytes
+            via_tree = self._paths.use_tree(len(plan))
+            timing["tree"] = timing.get("tree", False) or via_tree
+            call = self._call_tree if via_tree else self._call_all
+            round_start = time.perf_counter()
+            replies, got = self.client.sync(call, plan, weights, buffers, sq_norms, n)
+            if timing["rounds"] == 1:
+                self._paths.record(len(plan), via_tree,
+                                   time.perf_counter() - round_start)
+            timing["bytes_out"] += (1 if via_tree else len(plan)) * weights.nbytes
+            timing["bytes_in"] += sum(a.nbytes for a in got["nodes"].values())
+            nodes.update(got["nodes"])
+            meta.update(got["meta"])
+            done_losses.update(got["losses"])
             troubled = set()
             for addr, reply in replies.items():
                 mine_c, mine_l = plan[addr]
-                if isinstance(reply, BaseException):
-                    logger.info("fit %s: call to %s failed (%r); recovering",
-                                self.token, addr, reply)
+                status = reply.get("status")
+                if status == "OK":
+                    timing["workers"][addr] = (reply["rtt_s"], reply["compute_s"])
+                elif status == "lost":
+                    logger.info("fit %s: call to %s failed (%s); recovering",
+                                self.token, addr, reply["error"])
                     self.shards.worker_lost(addr)
                     self._recovered = True
                     self._has_spec.discard(addr)
                     troubled.add(None)
-                    continue
-                status = reply.get("status") if isinstance(reply, dict) else None
-                if status == "OK":
-                    result = reply["result"]
-                    timing["bytes_in"] += sum(r[0].nbytes for r in result["chunks"].values())
-                    done_chunks.update(result["chunks"])
-                    done_losses.update(result["losses"])
-                    timing["workers"][addr] = (reply["rtt_s"], result["compute_s"])
                 elif status == "error":
                     _, exc, tb = clean_exception(**reply)
                     raise exc.with_traceback(tb)
@@ -376,44 +416,90 @@ class FitSession:
                 elif status == "missing":
                     troubled |= {c[1] for c in mine_c if c[0] in reply["chunks"]}
                     troubled |= {i[1] for i in mine_l if i[0] in reply["losses"]}
-                else:  # a worker without the handler yet (just joined)
+                elif status != "unreached":  # no handler yet (just joined)
                     troubled.add(None)
             if troubled:
                 self.shards.recover(troubled - {None})
             retries += 1
+        tree.reduce_nodes(nodes, n)
         timing["wall_s"] = time.perf_counter() - start
-        return done_chunks, done_losses, timing
+        return nodes, meta, done_losses, timing
 
-    async def _call_all(self, plan, weights, buffers, sq_norms):
-        """One call per worker, all at once; a failed call is returned as
-        its exception."""
+    def _message(self, addr, chunks, losses):
+        """What a call tells ``addr`` of its share (the model with its first)."""
+        keys = self.shards.keys
+        msg = {"chunks": [(j, *keys(s), rows, seed, rb) for j, s, rows, seed, rb in chunks],
+               "losses": [(i, *keys(s), rows) for i, s, rows in losses],
+               "spec": None}
+        if addr not in self._has_spec:
+            msg["spec"] = self.spec
+            self._has_spec.add(addr)
+        return msg
+
+    async def _call_all(self, plan, weights, buffers, sq_norms, n):
+        """One call per worker, all at once: every worker's gradients come
+        back one per chunk. A failed call counts its worker as lost."""
         common = {"token": self.token, "weights": to_serialize(weights),
                   "buffers": to_serialize(buffers) if buffers else None,
                   "sq_norms": sq_norms}
+        got = {"nodes": {}, "meta": {}, "losses": {}}
 
         async def call(addr, chunks, losses):
-            keys = self.shards.keys
-            msg = dict(common,
-                       chunks=to_serialize([(j, *keys(s), rows, seed, rb)
-                                            for j, s, rows, seed, rb in chunks]),
-                       losses=to_serialize([(i, *keys(s), rows) for i, s, rows in losses]))
-            if addr not in self._has_spec:
-                msg["spec"] = to_serialize(self.spec)
-                self._has_spec.add(addr)
+            msg = {k: to_serialize(v) if v is not None else None
+                   for k, v in self._message(addr, chunks, losses).items()}
             start = time.perf_counter()
-            reply = await self.client.rpc(addr).adadamp_compute(**msg)
-            if isinstance(reply, dict):
+            try:
+                reply = await self.client.rpc(addr).adadamp_compute(**msg, **common)
+            except (OSError, asyncio.TimeoutError) as exc:  # it died or left
+                return {"status": "lost", "error": repr(exc)}
+            if not isinstance(reply, dict):  # no handler yet: it just joined
+                return {"status": "no-handler"}
+            if reply.get("status") == "OK":
+                result = reply.pop("result")
+                for j, (grad, *rest) in result["chunks"].items():
+                    got["nodes"][(0, j)] = grad
+                    got["meta"][j] = rest
+                got["losses"].update(result["losses"])
+                reply["compute_s"] = result["compute_s"]
                 reply["rtt_s"] = time.perf_counter() - start
             return reply
 
         addrs = list(plan)
-        replies = await asyncio.gather(*(call(a, *plan[a]) for a in addrs),
-                                       return_exceptions=True)
-        for reply in replies:  # the fit's own bugs are not lost workers
-            if isinstance(reply, BaseException) and not isinstance(
-                    reply, (OSError, asyncio.TimeoutError)):
-                raise reply
-        return dict(zip(addrs, replies))
+        replies = await asyncio.gather(*(call(a, *plan[a]) for a in addrs))
+        return dict(zip(addrs, replies)), got
+
+    async def _call_tree(self, plan, weights, buffers, sq_norms, n):
+        """One call to the first worker, passed on through the others in a
+        binomial tree (:meth:`WorkerExtension.tree`): the client sends the
+        weights once and gets back one partial sum, or a few.
+
+        Workers are ordered by the first chunk they compute: with chunks
+        dealt round-robin over the workers, each subtree of calls then
+        computes one subtree of the chunk tree and passes up one node.
+        """
+        first = {addr: min((c[0] for c in plan[addr][0]), default=n + k)
+                 for k, addr in enumerate(plan)}
+        order = sorted(plan, key=first.get)
+        members = [(addr, *self._message(addr, *plan[addr]).values())
+                   for addr in order]
+        start = time.perf_counter()
+        try:
+            reply = await self.client.rpc(order[0]).adadamp_tree(
+                token=self.token, weights=to_serialize(weights),
+                buffers=to_serialize(buffers) if buffers else None,
+                sq_norms=sq_norms, n=n, members=to_serialize(members))
+        except (OSError, asyncio.TimeoutError) as exc:
+            replies = {order[0]: {"status": "lost", "error": repr(exc)}}
+            replies.update((a, {"status": "unreached"}) for a in order[1:])
+            return replies, {"nodes": {}, "meta": {}, "losses": {}}
+        if not isinstance(reply, dict) or reply.get("status") != "tree":
+            # no handler yet: the first worker just joined
+            return ({order[0]: {"status": "no-handler"},
+                     **{a: {"status": "unreached"} for a in order[1:]}},
+                    {"nodes": {}, "meta": {}, "losses": {}})
+        replies = reply.pop("replies")
+        replies[order[0]]["rtt_s"] = time.perf_counter() - start
+        return replies, reply
 
     @property
     def n_rows(self):
@@ -438,6 +524,9 @@ class FitSession:
         with the shards and must outlive the fit.
         """
         self.shards.close()
+        if self._paths.policy == "auto" and self._paths.summary():
+            logger.info("fit %s: median round of calls by path: %s", self.token,
+                        self._paths.summary())
         if self._recovered:
             # The connection errors of lost workers keep frames, and through
             # them futures of the fit, in reference cycles: without a

@@ -676,8 +676,9 @@ def _call_times(timing):
     the calls' wall-clock time (sending weights, receiving sums, waiting);
     ``workers_ms``: each worker's ``[round trip, compute]``; ``rounds``:
     rounds of calls (more than 1 after a worker was lost mid-update);
-    ``bytes_out``, ``bytes_in``: weights the client sent, gradients it
-    received.
+    ``tree``: whether a round went through a tree of workers (the client
+    calls one, the rest is passed on); ``bytes_out``, ``bytes_in``: weights
+    the client sent, gradients it received.
 
     >>> _call_times({"wall_s": 0.010, "rounds": 1, "bytes_out": 8, "bytes_in": 8,
     ...              "workers": {"tcp://a:1": (0.009, 0.006)}})["comm_ms"]
@@ -688,7 +689,8 @@ def _call_times(timing):
     compute = max((c for _, c in per_worker.values()), default=0.0)
     return {"compute_ms": compute,
             "comm_ms": round(max(1e3 * timing["wall_s"] - compute, 0.0), 3),
-            "rounds": timing["rounds"], "bytes_out": timing.get("bytes_out"),
+            "rounds": timing["rounds"], "tree": timing.get("tree", False),
+            "bytes_out": timing.get("bytes_out"),
             "bytes_in": timing.get("bytes_in"), "workers_ms": per_worker}
 
 

@@ -38,6 +38,7 @@ import asyncio
 import ctypes
 import logging
 import sys
+import time
 
 import dask
 
@@ -45,6 +46,7 @@ from distributed import WorkerPlugin
 from distributed.core import error_message
 from distributed.protocol.serialize import to_serialize
 
+from . import tree as compute_tree
 from . import worker as compute
 
 logger = logging.getLogger(__name__)
@@ -65,11 +67,13 @@ class WorkerExtension(WorkerPlugin):
     def setup(self, worker):
         self.worker = worker
         worker.handlers["adadamp_compute"] = self.compute
+        worker.handlers["adadamp_tree"] = self.tree
         if dask.config.get("adadamp.tune-worker-malloc", True):
             keep_buffers_in_heap()
 
     def teardown(self, worker):
         worker.handlers.pop("adadamp_compute", None)
+        worker.handlers.pop("adadamp_tree", None)
 
     async def compute(self, token, weights, buffers, chunks, losses,
                       sq_norms=False, spec=None):
@@ -79,6 +83,80 @@ class WorkerExtension(WorkerPlugin):
         return_buffers)`` and ``losses`` of ``(i, key_X, key_y, rows)``;
         ``spec`` comes with a fit's first call to a worker.
         """
+        reply = await self._run(token, weights, buffers, chunks, losses,
+                                sq_norms, spec)
+        if reply["status"] == "OK":
+            reply["result"] = to_serialize(reply["result"])
+        return reply
+
+    async def tree(self, token, weights, buffers, sq_norms, n, members):
+        """Handler: an update's share of this worker and of the workers
+        below it in a binomial tree (:func:`dask_adadamp.tree.children`).
+
+        ``members`` lists ``(address, chunks, losses, spec)``, this worker
+        first. The call is passed on with the weights, this worker computes
+        its own chunks meanwhile, then adds what its subtree computed as far
+        as the chunk tree allows (:func:`dask_adadamp.tree.reduce_nodes`),
+        so one or a few partial sums go up instead of one per chunk.
+
+        Returns
+        -------
+        dict
+            ``nodes`` (partial sums by tree node), ``meta`` (per chunk: loss
+            sum, count, squared norm and maybe buffers), ``losses`` (loss
+            sums by item) and ``replies``: for every member its status as
+            :meth:`compute` gives it (without the result), ``"lost"`` where
+            the call to it failed, or ``"unreached"`` below a lost member.
+        """
+        address, chunks, losses, spec = members[0]
+        common = {"token": token, "weights": to_serialize(weights),
+                  "buffers": to_serialize(buffers) if buffers else None,
+                  "sq_norms": sq_norms, "n": n}
+        below = [asyncio.create_task(self._pass_on(common, sub))
+                 for sub in compute_tree.children(members)]
+        own = await self._run(token, weights, buffers, chunks, losses,
+                              sq_norms, spec)
+        nodes, meta, loss_sums, replies = {}, {}, {}, {}
+        if own["status"] == "OK":
+            result = own.pop("result")
+            for j, (grad, *rest) in result["chunks"].items():
+                nodes[(0, j)] = grad
+                meta[j] = rest
+            loss_sums.update(result["losses"])
+            own["compute_s"] = result["compute_s"]
+        replies[address] = own
+        for sub, task in zip(compute_tree.children(members), below):
+            reply = await task
+            compute_tree.reduce_nodes(nodes, n)  # while waiting for the rest
+            if reply.get("status") != "tree":
+                replies[sub[0][0]] = reply
+                replies.update((m[0], {"status": "unreached"}) for m in sub[1:])
+                continue
+            nodes.update(reply["nodes"])
+            meta.update(reply["meta"])
+            loss_sums.update(reply["losses"])
+            replies.update(reply["replies"])
+        compute_tree.reduce_nodes(nodes, n)
+        return {"status": "tree", "nodes": to_serialize(nodes),
+                "meta": to_serialize(meta), "losses": loss_sums,
+                "replies": replies}
+
+    async def _pass_on(self, common, members):
+        start = time.perf_counter()
+        try:
+            reply = await self.worker.rpc(members[0][0]).adadamp_tree(
+                members=to_serialize(members), **common)
+        except (OSError, asyncio.TimeoutError) as exc:  # it died or left
+            return {"status": "lost", "error": repr(exc)}
+        except Exception as exc:
+            return error_message(exc, status="error")
+        if not isinstance(reply, dict):  # no handler yet: it just joined
+            return {"status": "no-handler"}
+        if reply.get("status") == "tree":
+            reply["replies"][members[0][0]]["rtt_s"] = time.perf_counter() - start
+        return reply
+
+    async def _run(self, token, weights, buffers, chunks, losses, sq_norms, spec):
         try:
             if spec is not None:
                 compute.remember(spec)
@@ -98,7 +176,7 @@ class WorkerExtension(WorkerPlugin):
             result = await asyncio.get_running_loop().run_in_executor(
                 self.worker.executors["default"], compute.compute_call, spec,
                 weights, buffers or {}, chunk_args, loss_args, sq_norms)
-            return {"status": "OK", "result": to_serialize(result)}
+            return {"status": "OK", "result": result}
         except Exception as exc:  # the model's own errors go back to the fit
             return error_message(exc, status="error")
 

@@ -332,27 +332,6 @@ def has_device(device):
     return True
 
 
-def tree_sum(parts):
-    """Add arrays in a fixed binary tree over their positions.
-
-    At stride ``s = 1, 2, 4, ...`` part ``j`` (``j`` a multiple of ``2s``)
-    takes in part ``j + s``. The tree depends only on ``len(parts)``, so the
-    sum's bits do not depend on which worker computed which part, on the
-    order results arrived in, or on where the additions ran.
-
-    >>> import numpy as np
-    >>> tree_sum([np.array([1.0]), np.array([2.0]), np.array([3.0])])
-    array([6.])
-    """
-    parts = list(parts)
-    stride = 1
-    while stride < len(parts):
-        for j in range(0, len(parts) - stride, 2 * stride):
-            parts[j] = parts[j] + parts[j + stride]  # new arrays: inputs stay as they are
-        stride *= 2
-    return parts[0].copy() if len(parts) == 1 else parts[0]
-
-
 def compute_call(spec, weights, buffers, chunks, losses, sq_norms):
     """One update's share of a worker: gradients of its chunks, losses of
     its evaluation rows, all at one set of weights.

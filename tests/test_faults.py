@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import torch
 from distributed import Client
+from distributed.protocol.serialize import to_serialize
 from skorch.callbacks import Callback
 
 from conftest import adadamp_keys, make_classifier, make_cluster, weights
+from dask_adadamp.engine import _ensure_extension
 from dask_adadamp.shards import NoWorkersError
 from test_training import DiesOnCue, fit_on
 
@@ -82,3 +84,37 @@ def test_no_workers_left_raises_after_the_timeout(small_data):
         # the weights are those of the last complete update (update 2)
         assert len(est.history[-1, "batches"]) == 3
         assert adadamp_keys(client) == []
+
+
+def test_a_member_of_the_tree_that_cannot_be_reached_is_reported_lost(client):
+    """A call passed on to a worker that is gone: the caller still sends up
+    what it computed and names the lost worker and those below it."""
+    from dask_adadamp.worker import ModelSpec
+
+    _ensure_extension(client)
+    alive = sorted(client.nthreads())
+    # Ports nothing listens on: calls to them fail as to a dead worker's.
+    dead, below = "tcp://127.0.0.1:9", "tcp://127.0.0.1:7"
+    spec = ModelSpec("lost-member", torch.nn.Linear(2, 1), torch.nn.MSELoss(), "cpu")
+    # alive[0] passes on to [alive[1]] and to [dead, below] (a binomial tree)
+    members = [(m, [], [], spec) for m in (alive[0], alive[1], dead, below)]
+
+    async def call():
+        return await client.rpc(alive[0]).adadamp_tree(
+            token="lost-member", weights=np.zeros(3, "float32"), buffers=None,
+            sq_norms=False, n=0, members=to_serialize(members))
+
+    def connect_timeout(seconds):  # a refused connection is retried that long
+        old = dask.config.get("distributed.comm.timeouts.connect")
+        dask.config.set({"distributed.comm.timeouts.connect": seconds})
+        return old
+
+    old = client.run(connect_timeout, "1s")
+    try:
+        reply = client.sync(call)
+    finally:
+        client.run(connect_timeout, next(iter(old.values())))
+        client.run(lambda: __import__("dask_adadamp.worker").worker.forget("lost-member"))
+    assert reply["status"] == "tree"
+    assert {a: r["status"] for a, r in reply["replies"].items()} == {
+        alive[0]: "OK", alive[1]: "OK", dead: "lost", below: "unreached"}

@@ -3,6 +3,7 @@ import copy
 import os
 import sys
 
+import dask
 import dask.array as da
 import cloudpickle
 import numpy as np
@@ -42,8 +43,9 @@ def test_full_batch_is_gradient_descent(client, digits_data):
     assert est.history[:, "train_loss"] == pytest.approx(losses, rel=1e-5)
 
 
-def fit_on(n_workers, X, y, **kwargs):
-    with make_cluster(n_workers) as cluster, Client(cluster) as client:
+def fit_on(n_workers, X, y, tree_workers="auto", **kwargs):
+    with make_cluster(n_workers) as cluster, Client(cluster) as client, \
+            dask.config.set({"adadamp.tree-workers": tree_workers}):
         est = make_classifier(client=client, **kwargs).fit(X, y)
         assert adadamp_keys(client) == []
     return est
@@ -55,8 +57,22 @@ def test_same_bits_on_1_2_3_workers_and_across_runs(digits_data):
     kwargs = dict(batch_size=200, grads_per_worker=50, max_epochs=2,
                   optimizer=torch.optim.SGD, optimizer__momentum=0.9,
                   module__dropout=0.2, train_split=None)
-    fits = [fit_on(n, X, y, **kwargs) for n in (1, 2, 3, 3)]
-    assert [f.history[-1, "n_workers"] for f in fits] == [1, 2, 3, 3]
+    # Rounds to 2 or 3 workers go either way ("auto" tries both); the last
+    # two fits call every worker from the client, or one that passes the
+    # call on and adds partial sums, in a tree.
+    fits = [fit_on(n, X, y, **kwargs) for n in (1, 2, 3)]
+    fits += [fit_on(3, X, y, tree_workers=tw, **kwargs) for tw in (None, 2)]
+    assert [f.history[-1, "n_workers"] for f in fits] == [1, 2, 3, 3, 3]
+    updates = [[b for epoch in f.history for b in epoch["batches"]] for f in fits]
+    assert {b["tree"] for b in updates[2]} == {True, False}
+    assert not any(b["tree"] for b in updates[3])
+    # (an epoch's last update may be one chunk: one call, no tree)
+    assert all(b["tree"] == (b["n_workers"] > 1) for b in updates[4])
+    # Through the tree the client sent the weights once and got one sum back.
+    nbytes = weights(fits[0]).numpy().nbytes
+    full = [(u3, u4) for u3, u4 in zip(updates[3], updates[4]) if u3["batch_size"] == 200]
+    assert {(u["bytes_out"], u["bytes_in"]) for u, _ in full} == {(3 * nbytes, 4 * nbytes)}
+    assert {(u["bytes_out"], u["bytes_in"]) for _, u in full} == {(nbytes, nbytes)}
     for other in fits[1:]:
         assert torch.equal(weights(fits[0]), weights(other))
         assert other.history[:, "train_loss"] == fits[0].history[:, "train_loss"]
@@ -164,7 +180,9 @@ class DiesOnCue(MLP):
         return super().forward(X)
 
 
-def test_worker_killed_mid_update_gives_the_same_weights(digits_data, tmp_path):
+@pytest.mark.parametrize("tree_workers", [None, 2], ids=["direct", "tree"])
+def test_worker_killed_mid_update_gives_the_same_weights(digits_data, tmp_path,
+                                                         tree_workers):
     X, _, y, _ = digits_data
     kwargs = dict(batch_size=256, grads_per_worker=64, max_epochs=3,
                   module__n_features=64)
@@ -188,7 +206,8 @@ def test_worker_killed_mid_update_gives_the_same_weights(digits_data, tmp_path):
     # The workers unpickle this test's module class by value.
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     try:
-        with make_cluster(3) as cluster, Client(cluster) as client:
+        with make_cluster(3) as cluster, Client(cluster) as client, \
+                dask.config.set({"adadamp.tree-workers": tree_workers}):
             before = set(client.nthreads())
             est = make_classifier(client=client, module=DiesOnCue,
                                   module__cue=str(cue), callbacks=[("cue", Cue())],
