@@ -225,6 +225,7 @@ class DaskNetMixin:
             raise ValueError(
                 f"random_state={rs!r} is not accepted; use None, an integer "
                 "in [0, 2**32) or a numpy RandomState")
+        engine.tree_policy()  # a bad dask config value fails before any cluster work
 
     def _check_callbacks(self):
         if isinstance(self.batch_size, numbers.Integral):

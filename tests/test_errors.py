@@ -2,6 +2,7 @@
 the value and what is accepted; a diverging fit stops with finite weights."""
 import re
 
+import dask
 import dask.array as da
 import numpy as np
 import pytest
@@ -115,6 +116,13 @@ def test_dask_arrays_need_train_split_none(untouched_cluster, data):
     from skorch.dataset import ValidSplit
     with pytest.raises(ValueError, match=r"train_split=.*ValidSplit.* dask arrays"):
         make_classifier(train_split=ValidSplit(5)).fit(da.from_array(X), da.from_array(y))
+
+
+@pytest.mark.parametrize("value", ["yes", -1, 2.5, True])
+def test_bad_tree_config(untouched_cluster, data, value):
+    with dask.config.set({"adadamp.tree-workers": value}), pytest.raises(
+            ValueError, match=re.escape(f"'adadamp.tree-workers'={value!r} is not accepted")):
+        make_classifier().fit(*data)
 
 
 def test_bad_client(data):
