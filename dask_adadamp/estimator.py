@@ -19,11 +19,13 @@ One fit, seen from the client::
         validation on the client, callbacks, history
       release the shards
 """
+import math
 import numbers
 import time
 import warnings
 from contextlib import contextmanager
 
+import dask
 import dask.array as da
 import numpy as np
 import torch
@@ -270,7 +272,8 @@ class DaskNetMixin:
         engine.check_device(client, self.device or "cpu")
         spec = ModelSpec(engine.new_token(), self.module_, self.criterion_,
                          self.device or "cpu", log_input=self._log_input())
-        shard_rows = engine.default_shard_rows(len(X_train), self.grads_per_worker)
+        shard_rows = (None if isinstance(X_train, da.Array) else
+                      engine.default_shard_rows(len(X_train), self.grads_per_worker))
         on_epoch_kwargs = {"dataset_train": dataset_train,
                            "dataset_valid": dataset_valid}
         iterator_valid = (None if dataset_valid is None
@@ -279,7 +282,9 @@ class DaskNetMixin:
                                 self.max_workers)
                   if self.min_workers or self.max_workers else None)
         monitor = dashboard.FitMonitor(client, self._monitor_name(spec.token), {
-            "schedule": repr(self.damper_), "n_train": len(X_train),
+            "schedule": repr(self.damper_),
+            # a dask array after boolean indexing: not known before it is placed
+            "n_train": None if math.isnan(X_train.shape[0]) else X_train.shape[0],
             "grads_per_worker": self.grads_per_worker})
         status = "failed"
         try:
@@ -305,6 +310,13 @@ class DaskNetMixin:
                 finally:
                     del self._session, self._monitor
             status = "finished"
+        except Exception as exc:
+            if client.status in ("closing", "closed"):
+                raise RuntimeError(
+                    f"the Dask client {client} was closed during the fit; the "
+                    "estimator keeps the weights of its last complete update. "
+                    "Keep the client open until fit returns.") from exc
+            raise
         finally:
             monitor.close(status)
             # After the shards are released: less data to move off the
@@ -561,9 +573,7 @@ class DaskNetMixin:
     def _check_loss_on_client(self, X, y):
         """Fail fast, before the cluster is touched, if the module or the
         criterion cannot take this data."""
-        Xs, ys = X[:2], y[:2]
-        if isinstance(Xs, da.Array):
-            Xs, ys = Xs.compute(), ys.compute()
+        Xs, ys = _head(X), _head(y)
         training = self.module_.training
         self.module_.eval()
         try:
@@ -695,6 +705,21 @@ def _call_times(timing):
             "bytes_in": timing.get("bytes_in"), "workers_ms": per_worker}
 
 
+def _head(a, n=2):
+    """The first ``n`` rows of an array; of a dask array, computed from its
+    first non-empty block, whose size need not be known."""
+    if not isinstance(a, da.Array):
+        return a[:n]
+    if not any(math.isnan(c) for c in a.chunks[0]):
+        return a[:n].compute()
+    a = a.rechunk({axis: -1 for axis in range(1, a.ndim)})
+    for block in a.to_delayed().ravel():
+        rows = dask.delayed(lambda b: b[:n])(block).compute()
+        if len(rows):
+            return rows
+    raise ValueError(f"the dask array of shape {a.shape} holds no examples")
+
+
 def _local_device(device):
     """``device`` if this process has it, else ``"cpu"``.
 
@@ -742,6 +767,11 @@ def _check_arrays(X, y):
     if X.dtype.kind not in "biufc":
         raise ValueError(f"X of dtype {X.dtype} is not accepted; pass numbers "
                          "(float32 for most torch modules)")
+    if y.dtype.kind in "fc" and not np.isfinite(y).all():
+        bad = np.argwhere(~np.isfinite(y))[0]
+        raise ValueError(
+            f"y contains NaN or infinite values (first at index "
+            f"{tuple(int(i) for i in bad)}); only finite numbers are accepted")
 
 
 class DaskClassifier(DaskNetMixin, NeuralNetClassifier):

@@ -15,6 +15,7 @@ recompute it from its graph. With no worker at all it waits for new ones
 up to a timeout, then raises.
 """
 import logging
+import math
 import time
 from collections import defaultdict
 
@@ -45,6 +46,10 @@ def recover_timeout():
     5.0
     """
     return float(dask.config.get("adadamp.recover-timeout", RECOVER_TIMEOUT))
+
+
+def _unknown(a):
+    return any(math.isnan(c) for c in a.chunks[0])
 
 
 class NoWorkersError(TimeoutError):
@@ -78,7 +83,7 @@ class Shards:
         self._source = None
         self._generation = 0
         self._dead = set()
-        self.X = None
+        self.X = self._y = None
 
     # --- placement --------------------------------------------------------
 
@@ -99,26 +104,42 @@ class Shards:
         self._scatter(range(len(self.ids)), self.workers)
 
     def place_dask(self, X, y):
-        """Persist the arrays' row blocks where they are; each is a shard."""
+        """Persist the arrays' row blocks where they are; each is a shard.
+
+        Blocks of unknown size (after boolean indexing, say) are measured
+        once they are in memory, so the user's graph runs once.
+        """
         X = X.rechunk({axis: -1 for axis in range(1, X.ndim)})
-        if any(np.isnan(c) for c in X.chunks[0]):
-            X = X.compute_chunk_sizes()
-        y = da.asarray(y).rechunk((X.chunks[0],) + tuple((s,) for s in y.shape[1:]))
-        bounds = np.cumsum((0,) + X.chunks[0])
-        self.ids = [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-        X, y = self.client.persist([X, y])
-        by_key = {f.key: f for f in futures_of(X) + futures_of(y)}
-        keys = zip(flatten(X.__dask_keys__()), flatten(y.__dask_keys__()), X.chunks[0])
-        self._futures = [(by_key[kx], by_key[ky]) for kx, ky, n in keys if n]
-        self.X = X
-        self.holders = [None] * len(self._futures)
+        y = da.asarray(y)
+        y = y.rechunk({axis: -1 for axis in range(1, y.ndim)})
+        if not _unknown(X) and not _unknown(y):
+            y = y.rechunk((X.chunks[0],) + y.chunks[1:])
+        self.X, self._y = self.client.persist([X, y])
         self.workers = self.live_workers(wait=True)
         # No timeout: computing the user's blocks may take as long as it takes.
-        futures = [f for pair in self._futures for f in pair]
+        futures = futures_of(self.X) + futures_of(self._y)
         wait(futures)
         for f in futures:
             if f.status == "error":
                 f.result()  # the user's graph failed: its own error, raised here
+        if _unknown(self.X) or _unknown(self._y):
+            self.X = self.X.compute_chunk_sizes()
+            self._y = self._y.compute_chunk_sizes()
+            if self.X.shape[0] != self._y.shape[0]:
+                raise ValueError(
+                    f"X has {self.X.shape[0]} rows but y has {self._y.shape[0]}; "
+                    "they must have the same length")
+            if self._y.chunks[0] != self.X.chunks[0]:
+                self._y = self.client.persist(
+                    self._y.rechunk((self.X.chunks[0],) + self._y.chunks[1:]))
+                wait(futures_of(self._y))
+        X, y = self.X, self._y
+        bounds = np.cumsum((0,) + X.chunks[0])
+        self.ids = [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+        by_key = {f.key: f for f in futures_of(X) + futures_of(y)}
+        keys = zip(flatten(X.__dask_keys__()), flatten(y.__dask_keys__()), X.chunks[0])
+        self._futures = [(by_key[kx], by_key[ky]) for kx, ky, n in keys if n]
+        self.holders = [None] * len(self._futures)
         self._locate(range(len(self._futures)))
 
     def _scatter(self, shards, workers):
@@ -282,15 +303,18 @@ class Shards:
         return tuple(f.key for f in self._futures[shard])
 
     def check_finite(self):
-        """Raise ValueError if the placed dask X holds NaN or infinity."""
-        if self.X is not None and not bool(da.isfinite(self.X).all().compute()):
-            raise ValueError("X contains NaN or infinite values; "
-                             "only finite numbers are accepted")
+        """Raise ValueError if the placed dask X, or a float y, holds NaN or
+        infinity."""
+        for name, a in (("X", self.X), ("y", self._y)):
+            if (a is not None and a.dtype.kind in "fc"
+                    and not bool(da.isfinite(a).all().compute())):
+                raise ValueError(f"{name} contains NaN or infinite values; "
+                                 "only finite numbers are accepted")
 
     def close(self):
         """Drop every reference: the scheduler forgets the fit's keys (a
         persisted dask array the user passed keeps its own)."""
-        self._futures, self.X, self._source = [], None, None
+        self._futures, self.X, self._y, self._source = [], None, None, None
 
     def __len__(self):
         return len(self.ids)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from dask_adadamp import DaskRegressor, engine
+from dask_adadamp.models import MLP
 
 from conftest import make_classifier, weights
 
@@ -159,3 +160,36 @@ def test_cuda_on_cpu_workers_is_refused_before_placing_data(client, data):
     assert est.device == "cuda" and weights(est).device.type == "cpu"
     with pytest.raises(ValueError, match=r"device='cuda' is not available on the workers"):
         est.fit(*data)
+
+
+def test_non_finite_regression_target(untouched_cluster, data):
+    X, _ = data
+    y = X[:, :1].copy()
+    y[5, 0] = np.nan
+    with pytest.raises(ValueError, match=r"y contains NaN or infinite values .*index \(5, 0\)"):
+        DaskRegressor(MLP, module__n_features=64, module__n_classes=1,
+                      train_split=None).fit(X, y)
+
+
+def test_non_finite_dask_regression_target(client, data):
+    X, _ = data
+    y = X[:, :1].copy()
+    y[5, 0] = np.inf
+    with pytest.raises(ValueError, match="y contains NaN or infinite values"):
+        DaskRegressor(MLP, module__n_features=64, module__n_classes=1, train_split=None,
+                      max_epochs=1).fit(da.from_array(X, chunks=10), da.from_array(y, chunks=10))
+
+
+def test_dask_arrays_of_unknown_chunk_sizes_train(client, data):
+    """After boolean indexing a dask array's chunk sizes are unknown: the
+    fit measures them where the blocks are, and trains on the same rows."""
+    X, y = data
+    keep = X[:, 1] > -0.5
+    Xd, yd = da.from_array(X, chunks=10), da.from_array(y, chunks=10)
+    Xm, ym = Xd[da.from_array(keep, chunks=10)], yd[da.from_array(keep, chunks=10)]
+    assert np.isnan(Xm.shape[0])
+    kwargs = dict(batch_size=16, grads_per_worker=8, max_epochs=2)
+    est = make_classifier(**kwargs).fit(Xm, ym)
+    known = make_classifier(**kwargs).fit(Xm.compute_chunk_sizes(), ym.compute_chunk_sizes())
+    assert est.history[0, "n_examples"] == int(keep.sum())
+    assert torch.equal(weights(est), weights(known))

@@ -118,3 +118,66 @@ def test_a_member_of_the_tree_that_cannot_be_reached_is_reported_lost(client):
     assert reply["status"] == "tree"
     assert {a: r["status"] for a, r in reply["replies"].items()} == {
         alive[0]: "OK", alive[1]: "OK", dead: "lost", below: "unreached"}
+
+
+class FailsInTraining(torch.nn.Module):
+    """Fits the data on the client's checks (eval mode), fails on a worker."""
+
+    def __init__(self, n_features=64, hidden=None):
+        super().__init__()
+        self.linear = torch.nn.Linear(n_features, 2)
+
+    def forward(self, X):
+        if self.training:
+            raise RuntimeError("this module fails in training")
+        return self.linear(X)
+
+
+def _not_importable_module_class():
+    """A module class whose module exists only in this process."""
+    import types
+    mod = types.ModuleType("adadamp_not_on_workers")
+    exec("import torch\n"
+         "class Elsewhere(torch.nn.Linear):\n"
+         "    def __init__(self, n_features=64, hidden=None):\n"
+         "        super().__init__(n_features, 2)\n", mod.__dict__)
+    sys.modules[mod.__name__] = mod
+    return mod.Elsewhere
+
+
+@pytest.mark.parametrize("as_dask", [False, True])
+@pytest.mark.parametrize("failure", ["raises in training", "not importable"])
+def test_a_fit_that_fails_on_the_workers_leaves_nothing(client, small_data, failure,
+                                                        as_dask):
+    """The error is the module's own, and the fit's keys are gone while the
+    exception (and its frames) is still alive, as in a notebook."""
+    X, y = small_data
+    if as_dask:
+        X, y = da.from_array(X, chunks=100), da.from_array(y, chunks=100)
+    if failure == "raises in training":
+        module, expected = FailsInTraining, (RuntimeError, "fails in training")
+    else:
+        module, expected = _not_importable_module_class(), (
+            ModuleNotFoundError, "adadamp_not_on_workers")
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # FailsInTraining
+    try:
+        with pytest.raises(expected[0], match=expected[1]) as info:
+            make_classifier(client=client, module=module, max_epochs=1).fit(X, y)
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+        sys.modules.pop("adadamp_not_on_workers", None)
+    assert adadamp_keys(client, timeout=2) == []
+    assert info.value is not None  # the exception outlived the check
+
+
+def test_a_client_closed_mid_fit_says_so(small_data):
+    X, y = small_data
+    with make_cluster(2) as cluster:
+        client = Client(cluster)
+        est = make_classifier(client=client, max_epochs=3,
+                              callbacks=[("close", AtUpdate(3, client.close))])
+        with pytest.raises(RuntimeError, match="client .* was closed during the fit"):
+            est.fit(X, y)
+        with Client(cluster) as other:  # the cluster is left clean and trains
+            assert adadamp_keys(other) == []
+            make_classifier(client=other, max_epochs=1).fit(X, y)
