@@ -22,7 +22,8 @@ setup(
         "pandas",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2", "matplotlib", "selenium"],
+        "test": ["pytest>=7", "pytest-timeout>=2", "matplotlib", "selenium",
+                 "cryptography"],  # a TLS cluster in tests (Security.temporary)
         "plot": ["matplotlib"],
         "demo": ["mnist1d>=0.0.2"],
     },

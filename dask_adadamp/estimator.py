@@ -21,6 +21,7 @@ One fit, seen from the client::
 """
 import math
 import numbers
+import threading
 import time
 import warnings
 from contextlib import contextmanager
@@ -181,8 +182,10 @@ class DaskNetMixin:
             return super().load_params(*args, **kwargs)
 
     def initialize_module(self):
-        # Seed initialization without touching the caller's global RNG.
-        with torch.random.fork_rng(devices=[]):
+        # Seed initialization without touching the caller's global RNG. The
+        # generator is the process's: fits starting at once in threads take
+        # turns, or one's seed would initialize another's module.
+        with _SEEDED_INIT, torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed_)
             return super().initialize_module()
 
@@ -313,9 +316,11 @@ class DaskNetMixin:
         except Exception as exc:
             if client.status in ("closing", "closed"):
                 raise RuntimeError(
-                    f"the Dask client {client} was closed during the fit; the "
+                    f"the Dask client {client} was closed during the fit (by "
+                    "the program, or after it lost the scheduler); the "
                     "estimator keeps the weights of its last complete update. "
-                    "Keep the client open until fit returns.") from exc
+                    "Keep the client and its scheduler up until fit returns."
+                ) from exc
             raise
         finally:
             monitor.close(status)
@@ -660,24 +665,37 @@ def _client_threads():
     >>> torch.get_num_threads() == before
     True
     """
-    import dask
     from threadpoolctl import threadpool_limits
 
     threads = dask.config.get("adadamp.client-threads", 1)
     if threads is None:
         yield
         return
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(threads))
+    # Process-wide settings: fits running at once in threads share one
+    # change, made by the first to start and undone by the last to end.
+    with _THREADS_LOCK:
+        if _THREADS["fits"] == 0:
+            _THREADS["torch"] = torch.get_num_threads()
+            torch.set_num_threads(int(threads))
+            # numpy's BLAS too: after a call (the gradient's norm is a dot
+            # product), OpenBLAS's idle threads spin; measured on 2 cores,
+            # one of them used 76% of a core for the whole fit, and an
+            # update took 31.6 ms instead of 23.9.
+            _THREADS["blas"] = threadpool_limits(limits=int(threads))
+        _THREADS["fits"] += 1
     try:
-        # numpy's BLAS too: after a call (the gradient's norm is a dot
-        # product), OpenBLAS's idle threads spin; measured on 2 cores, one of
-        # them used 76% of a core for the whole fit, and an update took 31.6
-        # ms instead of 23.9.
-        with threadpool_limits(limits=int(threads)):
-            yield
+        yield
     finally:
-        torch.set_num_threads(before)
+        with _THREADS_LOCK:
+            _THREADS["fits"] -= 1
+            if _THREADS["fits"] == 0:
+                _THREADS.pop("blas").restore_original_limits()
+                torch.set_num_threads(_THREADS.pop("torch"))
+
+
+_THREADS_LOCK = threading.Lock()
+_THREADS = {"fits": 0}
+_SEEDED_INIT = threading.RLock()
 
 
 def _call_times(timing):
