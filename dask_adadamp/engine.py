@@ -497,9 +497,10 @@ class FitSession:
             return ({order[0]: {"status": "no-handler"},
                      **{a: {"status": "unreached"} for a in order[1:]}},
                     {"nodes": {}, "meta": {}, "losses": {}})
-        replies = reply.pop("replies")
+        got = reply["result"]
+        replies = got.pop("replies")
         replies[order[0]]["rtt_s"] = time.perf_counter() - start
-        return replies, reply
+        return replies, got
 
     @property
     def n_rows(self):

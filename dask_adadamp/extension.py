@@ -44,7 +44,7 @@ import dask
 
 from distributed import WorkerPlugin
 from distributed.core import error_message
-from distributed.protocol.serialize import to_serialize
+from distributed.protocol.serialize import Serialize, to_serialize
 
 from . import tree as compute_tree
 from . import worker as compute
@@ -102,7 +102,8 @@ class WorkerExtension(WorkerPlugin):
         Returns
         -------
         dict
-            ``nodes`` (partial sums by tree node), ``meta`` (per chunk: loss
+            ``status`` ``"tree"`` and ``result``: ``nodes`` (partial sums
+            by tree node), ``meta`` (per chunk: loss
             sum, count, squared norm and maybe buffers), ``losses`` (loss
             sums by item) and ``replies``: for every member its status as
             :meth:`compute` gives it (without the result), ``"lost"`` where
@@ -124,22 +125,24 @@ class WorkerExtension(WorkerPlugin):
                 meta[j] = rest
             loss_sums.update(result["losses"])
             own["compute_s"] = result["compute_s"]
-        replies[address] = own
+        replies[address] = _unwrapped(own)
         for sub, task in zip(compute_tree.children(members), below):
             reply = await task
             compute_tree.reduce_nodes(nodes, n)  # while waiting for the rest
             if reply.get("status") != "tree":
-                replies[sub[0][0]] = reply
+                replies[sub[0][0]] = _unwrapped(reply)
                 replies.update((m[0], {"status": "unreached"}) for m in sub[1:])
                 continue
-            nodes.update(reply["nodes"])
-            meta.update(reply["meta"])
-            loss_sums.update(reply["losses"])
-            replies.update(reply["replies"])
+            got = reply["result"]
+            nodes.update(got["nodes"])
+            meta.update(got["meta"])
+            loss_sums.update(got["losses"])
+            replies.update(got["replies"])
         compute_tree.reduce_nodes(nodes, n)
-        return {"status": "tree", "nodes": to_serialize(nodes),
-                "meta": to_serialize(meta), "losses": loss_sums,
-                "replies": replies}
+        # Pickled whole: replies relayed from below hold exceptions, which
+        # arrived deserialized and would not pass as plain msgpack.
+        return {"status": "tree", "result": to_serialize(
+            {"nodes": nodes, "meta": meta, "losses": loss_sums, "replies": replies})}
 
     async def _pass_on(self, common, members):
         start = time.perf_counter()
@@ -153,7 +156,8 @@ class WorkerExtension(WorkerPlugin):
         if not isinstance(reply, dict):  # no handler yet: it just joined
             return {"status": "no-handler"}
         if reply.get("status") == "tree":
-            reply["replies"][members[0][0]]["rtt_s"] = time.perf_counter() - start
+            reply["result"]["replies"][members[0][0]]["rtt_s"] = (
+                time.perf_counter() - start)
         return reply
 
     async def _run(self, token, weights, buffers, chunks, losses, sq_norms, spec):
@@ -179,6 +183,12 @@ class WorkerExtension(WorkerPlugin):
             return {"status": "OK", "result": result}
         except Exception as exc:  # the model's own errors go back to the fit
             return error_message(exc, status="error")
+
+
+def _unwrapped(reply):
+    """``reply`` without ``to_serialize`` wrappers (an error's exception
+    and traceback): it travels inside a payload pickled whole."""
+    return {k: v.data if isinstance(v, Serialize) else v for k, v in reply.items()}
 
 
 def _holds(data, keys):

@@ -116,7 +116,7 @@ def test_a_member_of_the_tree_that_cannot_be_reached_is_reported_lost(client):
         client.run(connect_timeout, next(iter(old.values())))
         client.run(lambda: __import__("dask_adadamp.worker").worker.forget("lost-member"))
     assert reply["status"] == "tree"
-    assert {a: r["status"] for a, r in reply["replies"].items()} == {
+    assert {a: r["status"] for a, r in reply["result"]["replies"].items()} == {
         alive[0]: "OK", alive[1]: "OK", dead: "lost", below: "unreached"}
 
 
@@ -145,10 +145,11 @@ def _not_importable_module_class():
     return mod.Elsewhere
 
 
-@pytest.mark.parametrize("as_dask", [False, True])
+@pytest.mark.parametrize("as_dask, tree_workers", [(False, None), (True, None), (False, 1)],
+                         ids=["numpy", "dask", "through-the-tree"])
 @pytest.mark.parametrize("failure", ["raises in training", "not importable"])
 def test_a_fit_that_fails_on_the_workers_leaves_nothing(client, small_data, failure,
-                                                        as_dask):
+                                                        as_dask, tree_workers):
     """The error is the module's own, and the fit's keys are gone while the
     exception (and its frames) is still alive, as in a notebook."""
     X, y = small_data
@@ -161,7 +162,8 @@ def test_a_fit_that_fails_on_the_workers_leaves_nothing(client, small_data, fail
             ModuleNotFoundError, "adadamp_not_on_workers")
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # FailsInTraining
     try:
-        with pytest.raises(expected[0], match=expected[1]) as info:
+        with pytest.raises(expected[0], match=expected[1]) as info, \
+                dask.config.set({"adadamp.tree-workers": tree_workers}):
             make_classifier(client=client, module=module, max_epochs=1).fit(X, y)
     finally:
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
