@@ -124,16 +124,18 @@ def test_plugin_stays_bounded():
     for name in "abcd":
         plugin.log_event("adadamp", {"fit": name, "kind": "start",
                                      "client": "Client-" + name})
-    # One fit too many: the oldest goes first.
-    assert list(plugin.fits) == ["b", "c", "d"]
+    # One fit too many, and all are running: the new one is not kept (a
+    # running fit is never evicted).
+    assert list(plugin.fits) == ["a", "b", "c"]
+    assert plugin.refused == {"running fits": 1}
     plugin.log_event("adadamp", {"fit": "b", "kind": "end", "status": "failed"})
     plugin.log_event("adadamp", {"fit": "e", "kind": "start"})
-    # The oldest finished one goes before a running one.
-    assert list(plugin.fits) == ["c", "d", "e"]
+    # The oldest ended one goes to make room.
+    assert list(plugin.fits) == ["a", "c", "e"]
 
-    plugin.log_event("adadamp", {"fit": "c", "kind": "updates",
+    plugin.log_event("adadamp", {"fit": "a", "kind": "updates",
                                  "updates": {"update": list(range(1, 21))}})
-    table = plugin.fits["c"].updates
+    table = plugin.fits["a"].updates
     # Thinned, not cut: still the whole fit, every stride-th update.
     assert len(table) < 8
     assert table.columns["update"] == list(range(1, 21, table.stride))
@@ -141,8 +143,8 @@ def test_plugin_stays_bounded():
     assert table.seen == 20 and table.version > 0
 
     # A client that leaves mid-fit never says "end".
-    plugin.remove_client(None, "Client-d")
-    assert plugin.fits["d"].status == "failed"
+    plugin.remove_client(None, "Client-c")
+    assert plugin.fits["c"].status == "failed"
     assert plugin.fits["e"].status == "running"
 
 
@@ -208,7 +210,7 @@ def test_monitor_never_raises():
     monitor = FitMonitor(FakeClient(fail=("log_event",)), "Net")
     assert monitor.enabled
     monitor.update(record(1))
-    monitor.update({"update": object()})  # sent as its str
+    monitor.update({"update": object()})  # not a number: sent as None
     monitor.epoch(epoch_record(1, 1))
     monitor.close()
 

@@ -1,0 +1,200 @@
+"""What forged ``log_event("adadamp", ...)`` messages cost the scheduler.
+
+Two measurements (issue 13, item 5), each under a minute:
+
+1. **One message of 10^6 rows.** In this process: the time
+   ``DashboardPlugin.log_event`` takes with a message whose ``updates``
+   hold 10^6 rows (two columns), after a ``start`` of the same fit. Today's
+   plugin refuses it from the columns' lengths, before reading a value.
+2. **A flood, on a separate scheduler.** A ``dask scheduler`` process
+   (no workers), so its resident memory (RSS) is its own. One client
+   registers the plugin, then sends: 25 forged ``start`` messages, and
+   ``FITS`` fits of ``MESSAGES`` messages each carrying ``ROWS`` rows whose
+   values are 1000-byte strings (or bytes), plus a 4 MB ``info``. The
+   scheduler's RSS is read before, at its peak (sampled every 50 ms) and
+   after; then ``/adadamp/metrics.json`` is read (its status code), and a
+   second client runs one legitimate fit (``FitMonitor``) that must show.
+
+    python benchmarks/dashboard_flood.py
+
+``PYTHONPATH=DIR`` measures the ``dask_adadamp`` found in DIR (e.g. an
+exported older commit): the scheduler gets the same environment, and the
+output names the files both imported.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import psutil
+from distributed import Client
+
+import dask_adadamp
+from dask_adadamp import dashboard
+
+MIB = 2**20
+ROWS_BIG = 10**6
+FITS, MESSAGES, ROWS = 20, 10, 1000
+TEXT = "x" * 1000
+START_TIMEOUT = 60
+
+
+def time_big_message(repeat=3):
+    """Seconds the plugin takes with one message of 10^6 rows (each run on
+    a fresh plugin, after the fit's start): the median and all runs."""
+    rows = {"update": list(range(ROWS_BIG)), "loss": [0.5] * ROWS_BIG}
+    runs = []
+    for _ in range(repeat):
+        plugin = dashboard.DashboardPlugin()
+        plugin.log_event("adadamp", {"fit": "big", "kind": "start",
+                                     "name": "big", "client": None})
+        start = time.perf_counter()
+        try:
+            plugin.log_event("adadamp", {"fit": "big", "kind": "updates",
+                                         "updates": rows})
+        except Exception:  # noqa: BLE001 - the scheduler would catch it too
+            pass
+        runs.append(time.perf_counter() - start)
+    return sorted(runs)[len(runs) // 2], runs
+
+
+def rss(pid):
+    return psutil.Process(pid).memory_info().rss / MIB
+
+
+class Peak(threading.Thread):
+    """The largest RSS of ``pid``, sampled every 50 ms."""
+
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid, self.peak = pid, rss(pid)
+        self._halt = threading.Event()
+
+    def run(self):
+        while not self._halt.wait(0.05):
+            self.peak = max(self.peak, rss(self.pid))
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._halt.set()
+        self.join()
+        self.peak = max(self.peak, rss(self.pid))
+
+
+def status_of(url):
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            json.load(response)
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def flood(client):
+    """The forged messages; how many were sent and their bytes (approx.)."""
+    sent = nbytes = 0
+    for i in range(25):
+        client.log_event("adadamp", {"fit": f"forged-{i}", "kind": "start",
+                                     "client": client.id})
+        sent += 1
+    for f in range(FITS):
+        fit = f"flood-{f}"
+        client.log_event("adadamp", {"fit": fit, "kind": "start", "name": fit,
+                                     "client": client.id,
+                                     "info": {f"k{j}": TEXT for j in range(4000)}})
+        sent, nbytes = sent + 1, nbytes + 4000 * len(TEXT)
+        for m in range(MESSAGES):
+            value = TEXT if m % 2 else TEXT.encode()
+            client.log_event("adadamp", {"fit": fit, "kind": "updates",
+                                         "updates": {"loss": [value] * ROWS}})
+            sent, nbytes = sent + 1, nbytes + ROWS * len(TEXT)
+    return sent, nbytes
+
+
+def legit_fit_shows(address, url):
+    with Client(address, timeout=START_TIMEOUT) as client:
+        monitor = dashboard.FitMonitor(client, "legit", {"schedule": "x"})
+        monitor.update({"update": 1, "loss": 0.5})
+        monitor.close()
+        try:
+            with urllib.request.urlopen(
+                    f"{url}/adadamp/metrics.json?fit={monitor.fit_id}",
+                    timeout=30) as response:
+                return len(json.load(response)["fits"]) == 1
+        except urllib.error.HTTPError:
+            return False
+
+
+def run():
+    median, runs = time_big_message()
+    procs = []
+    with tempfile.TemporaryDirectory(prefix="dashboard-flood-") as tmp:
+        scheduler_file = os.path.join(tmp, "scheduler.json")
+        log = open(os.path.join(tmp, "scheduler.log"), "w")
+        try:
+            # cwd: no dask_adadamp there, so the scheduler imports the same
+            # one as this process (PYTHONPATH, else the installed one).
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "distributed.cli.dask_scheduler",
+                 "--host", "127.0.0.1", "--port", "0", "--dashboard-address",
+                 "127.0.0.1:0", "--scheduler-file", scheduler_file],
+                cwd=tmp, stdout=log, stderr=subprocess.STDOUT))
+            deadline = time.monotonic() + START_TIMEOUT
+            while not os.path.exists(scheduler_file):
+                if time.monotonic() > deadline or procs[0].poll() is not None:
+                    raise RuntimeError("the scheduler did not start")
+                time.sleep(0.1)
+            time.sleep(0.2)
+            with open(scheduler_file) as f:
+                info = json.load(f)
+            address = info["address"]
+            url = f"http://127.0.0.1:{info['services']['dashboard']}"
+            pid = procs[0].pid
+            with Client(address, timeout=START_TIMEOUT) as client:
+                scheduler_path = client.run_on_scheduler(
+                    lambda: __import__("dask_adadamp").__file__)
+                dashboard.FitMonitor(client, "warm-up").close()
+                time.sleep(0.5)
+                before = rss(pid)
+                start = time.perf_counter()
+                with Peak(pid) as peak:
+                    sent, nbytes = flood(client)
+                    # One round trip after the last message: all handled.
+                    client.run_on_scheduler(lambda: None)
+                flood_s = time.perf_counter() - start
+                time.sleep(0.5)
+                after = rss(pid)
+                status = status_of(url + "/adadamp/metrics.json")
+                shows = legit_fit_shows(address, url)
+        finally:
+            for proc in procs:
+                proc.terminate()
+                proc.wait(timeout=10)
+            log.close()
+    return {"dask_adadamp": dask_adadamp.__file__,
+            "scheduler_dask_adadamp": scheduler_path,
+            "big_message_s": median, "big_message_runs_s": runs,
+            "messages": sent, "flood_mb": nbytes / 1e6, "flood_s": flood_s,
+            "rss_before_mib": before, "rss_peak_mib": peak.peak,
+            "rss_after_mib": after, "metrics_status": status,
+            "legit_fit_shows": shows}
+
+
+if __name__ == "__main__":
+    r = run()
+    print(json.dumps(r, indent=1))
+    print(f"\none message of 10^6 rows: {1e3 * r['big_message_s']:.1f} ms "
+          f"(median of {len(r['big_message_runs_s'])}); flood of "
+          f"{r['messages']} messages, ~{r['flood_mb']:.0f} MB, in "
+          f"{r['flood_s']:.1f} s: scheduler RSS {r['rss_before_mib']:.0f} -> "
+          f"peak {r['rss_peak_mib']:.0f} -> after {r['rss_after_mib']:.0f} MiB; "
+          f"metrics.json answered {r['metrics_status']}; a legitimate fit "
+          f"afterwards {'shows' if r['legit_fit_shows'] else 'does NOT show'}")
