@@ -20,7 +20,7 @@ from distributed import Client
 from skorch.callbacks import Callback
 from skorch.dataset import ValidSplit
 
-from dask_adadamp import dashboard
+from dask_adadamp import dashboard, messages
 from dask_adadamp.dampers import AdaDamp
 from dask_adadamp.dashboard import DashboardPlugin, FitMonitor
 
@@ -146,6 +146,233 @@ def test_plugin_stays_bounded():
     plugin.remove_client(None, "Client-c")
     assert plugin.fits["c"].status == "failed"
     assert plugin.fits["e"].status == "running"
+
+
+# --- untrusted messages (issue 13, item 5) --------------------------------------
+
+def started(**kwargs):
+    """A plugin with one running fit "a" (3 update rows, one epoch)."""
+    plugin = DashboardPlugin(**kwargs)
+    plugin.log_event("adadamp", {"fit": "a", "kind": "start", "name": "Net a",
+                                 "info": {"schedule": "AdaDamp()"},
+                                 "client": "Client-a"})
+    plugin.log_event("adadamp", {
+        "fit": "a", "kind": "epoch", "signal_name": "loss_ratio",
+        "updates": {"update": [1, 2, 3], "loss": [0.9, 0.8, float("nan")]},
+        "epochs": {"epoch": [1], "train_loss": [0.8]},
+        "workers": {"tcp://w1": {"calls": 3, "compute_ms": 1.0, "comm_ms": 2.0}}})
+    assert not plugin.refused
+    return plugin
+
+
+TOO_MANY_ROWS = {"update": [0] * 1_000_000}
+BAD_MESSAGES = {
+    "not a dict": "not a dict",
+    "bytes": b"\xff" * 10,
+    "None": None,
+    "a bytes value in a row": {"fit": "a", "kind": "updates",
+                               "updates": {"loss": [b"\xff"]}},
+    "a str in a row": {"fit": "a", "kind": "updates", "updates": {"loss": ["0.5"]}},
+    "a bool in a row": {"fit": "a", "kind": "updates", "updates": {"loss": [True]}},
+    "an int past 64 bits": {"fit": "a", "kind": "updates",
+                            "updates": {"update": [2**70]}},
+    "an unknown column": {"fit": "a", "kind": "updates", "updates": {"x": [1]}},
+    "columns of different lengths": {"fit": "a", "kind": "updates",
+                                     "updates": {"update": [4, 5], "loss": [0.1]}},
+    "rows not a dict": {"fit": "a", "kind": "updates", "updates": [[4, 0.1]]},
+    "a column not a list": {"fit": "a", "kind": "updates", "updates": {"update": 4}},
+    "10^6 rows": {"fit": "a", "kind": "updates", "updates": TOO_MANY_ROWS},
+    "a list signal_name": {"fit": "a", "kind": "updates",
+                           "signal_name": ["loss_ratio"]},
+    "workers not dicts": {"fit": "a", "kind": "updates", "workers": {"w": [1, 2]}},
+    "a str worker time": {"fit": "a", "kind": "updates",
+                          "workers": {"w": {"calls": 1, "compute_ms": "1"}}},
+    "too many workers": {"fit": "a", "kind": "updates",
+                         "workers": {f"w{i}": {} for i in range(5000)}},
+    "an unknown status": {"fit": "a", "kind": "end", "status": "exploded"},
+    "an unknown kind": {"fit": "a", "kind": "reset"},
+    "an unknown field": {"fit": "a", "kind": "updates", "payload": "x" * 10**6},
+    "a second start": {"fit": "a", "kind": "start", "name": "hijacked"},
+    "an unknown fit": {"fit": "zzz", "kind": "updates", "updates": {"update": [1]}},
+    "a non-dict info": {"fit": "b", "kind": "start", "info": "not a dict"},
+    "a bytes info value": {"fit": "b", "kind": "start", "info": {"k": b"\xff"}},
+    "a long info value": {"fit": "b", "kind": "start", "info": {"k": "x" * 10**6}},
+    "too much info": {"fit": "b", "kind": "start",
+                      "info": {f"k{i}": i for i in range(10**4)}},
+    "a long name": {"fit": "b", "kind": "start", "name": "x" * 10**6},
+    "a long fit id": {"fit": "b" * 10**4, "kind": "start"},
+    "an int fit id": {"fit": 7, "kind": "start"},
+    "a list fit id": {"fit": ["b"], "kind": "start"},
+    "a non-str client": {"fit": "b", "kind": "start", "client": ["Client-a"]},
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_MESSAGES))
+def test_a_bad_message_is_dropped_and_leaves_no_trace(name):
+    pytest.importorskip("bokeh")
+    plugin = started()
+    page = dashboard.AdadampPage(plugin)
+    page.update()
+    before = plugin.metrics()
+    plugin.log_event("adadamp", BAD_MESSAGES[name])  # never raises
+    # Dropped and counted: the fit is as it was, and no other appeared.
+    assert plugin.metrics() == before
+    assert sum(plugin.refused.values()) == 1
+    json.loads(messages.dumps(plugin.metrics()))
+    page.update()
+    assert page.fit_id == "a" and "Net a" in page.info.text
+
+
+def test_a_message_of_a_million_rows_is_refused_from_its_length():
+    plugin = started()
+    msg = {"fit": "a", "kind": "updates",
+           "updates": {"update": list(range(10**6)), "loss": [0.5] * 10**6}}
+    start = time.perf_counter()
+    plugin.log_event("adadamp", msg)
+    seconds = time.perf_counter() - start
+    assert plugin.refused == {"invalid": 1}
+    assert plugin.fits["a"].updates.seen == 3
+    # Reading the rows would take about 0.5 s; the lengths take microseconds.
+    assert seconds < 0.05
+    # A message at the limit is taken.
+    rows = messages.MAX_MESSAGE_ROWS
+    plugin.log_event("adadamp", {"fit": "a", "kind": "updates",
+                                 "updates": {"update": list(range(rows))}})
+    assert plugin.fits["a"].updates.seen == 3 + rows
+
+
+def test_forged_starts_never_evict_a_running_fit():
+    plugin = started()
+    # 25 starts from one client: it gets MAX_RUNNING_PER_CLIENT places.
+    for i in range(25):
+        plugin.log_event("adadamp", {"fit": f"forged{i}", "kind": "start",
+                                     "client": "Client-forger"})
+    assert plugin.refused == {"client's running fits":
+                              25 - dashboard.MAX_RUNNING_PER_CLIENT}
+    # 25 more, each naming another client (or none): the places run out,
+    # and the new fits are refused rather than evict a running one.
+    for i in range(25):
+        plugin.log_event("adadamp", {"fit": f"other{i}", "kind": "start",
+                                     "client": f"Client-{i}" if i % 2 else None})
+    assert len(plugin.fits) == dashboard.MAX_FITS
+    assert plugin.refused["running fits"] > 0
+    assert plugin.fits["a"].status == "running"
+    plugin.log_event("adadamp", {"fit": "a", "kind": "updates",
+                                 "updates": {"update": [4]}})
+    assert plugin.fits["a"].updates.columns["update"][-1] == 4
+
+    # Once the forger's client leaves, its fits are ended and make room.
+    plugin.remove_client(None, "Client-forger")
+    plugin.log_event("adadamp", {"fit": "new", "kind": "start",
+                                 "client": "Client-new"})
+    assert "new" in plugin.fits and "forged0" not in plugin.fits
+    assert "a" in plugin.fits
+
+
+def test_a_fit_whose_client_is_gone_is_evicted_first():
+    class Scheduler:
+        clients = {"Client-a": None}
+
+    plugin = started(max_fits=2)
+    plugin.scheduler = Scheduler()
+    # A start naming a client the scheduler does not have is refused.
+    plugin.log_event("adadamp", {"fit": "b", "kind": "start", "client": "Client-x"})
+    assert plugin.refused == {"client not connected": 1}
+    plugin.log_event("adadamp", {"fit": "b", "kind": "start", "client": "Client-a"})
+    assert plugin.refused == {"client not connected": 1}
+    assert list(plugin.fits) == ["a", "b"]
+    # Client-a is gone (without a remove_client: a missed one): its running
+    # fits no longer hold their places.
+    Scheduler.clients = {"Client-c": None}
+    plugin.log_event("adadamp", {"fit": "c", "kind": "start", "client": "Client-c"})
+    assert list(plugin.fits) == ["b", "c"]
+
+
+def test_refusals_are_logged_at_most_once_a_minute(monkeypatch):
+    import logging
+
+    class Lines(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.WARNING)
+            self.lines = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+
+    lines = Lines()
+    dashboard.logger.addHandler(lines)
+    clock = [1000.0]
+    monkeypatch.setattr(dashboard.time, "monotonic", lambda: clock[0])
+    try:
+        plugin = started()
+        for _ in range(500):
+            plugin.log_event("adadamp", {"fit": "a", "kind": "updates",
+                                         "updates": {"loss": ["x"]}})
+        clock[0] += dashboard.LOG_INTERVAL
+        plugin.log_event("adadamp", "not a dict")
+    finally:
+        dashboard.logger.removeHandler(lines)
+    assert len(lines.lines) == 2
+    assert "dropped 1 message" in lines.lines[0]
+    assert "dropped 500 message" in lines.lines[1]
+    assert plugin.refused == {"invalid": 501}
+
+
+def test_page_and_json_survive_whatever_is_stored():
+    pytest.importorskip("bokeh")
+    plugin = started()
+    page = dashboard.AdadampPage(plugin)
+    page.update()
+    # Values no message can store any more, put there by hand: the page
+    # and the JSON must still work (a bug, or a plugin of another version).
+    fit = plugin.fits["a"]
+    fit.info = "not a dict"
+    fit.signal_name = ["loss_ratio"]
+    fit.name = b"\xffname"
+    fit.workers = {"w1": [1, 2], 2: {"calls": "x", "compute_ms": float("inf")}}
+    fit.updates.columns["loss"][:] = [b"\xff", "0.5", float("nan")]
+    fit.epochs.columns["train_loss"][0] = object()
+    plugin.changes += 1
+    for page in (page, dashboard.AdadampPage(plugin)):  # open, and new
+        page.update()
+        assert "name" in page.info.text and "not a dict" in page.info.text
+        assert not page.signal_plot.visible
+    # Rows that are not numbers show as gaps.
+    assert np.isnan(page.sources["updates"].data["loss"]).all()
+    assert list(page.sources["updates"].data["update"]) == [1, 2, 3]
+    doc = json.loads(messages.dumps(plugin.metrics()))
+    [fit] = doc["fits"]
+    assert fit["updates"]["loss"] == ["\ufffd", "0.5", None]
+    assert fit["info"] == "not a dict"
+    # Even a value whose str raises, or a cycle.
+    class Evil:
+        def __str__(self):
+            raise RuntimeError("no")
+    cycle = []
+    cycle.append(cycle)
+    json.loads(messages.dumps({"fits": [Evil(), cycle, {Evil(): 1}]}))
+
+
+def test_the_monitor_sends_only_what_the_plugin_takes(monkeypatch):
+    monkeypatch.setattr(dashboard, "FLUSH_INTERVAL", 3600)
+    client = FakeClient()
+    monitor = FitMonitor(client, "N" * 1000, {f"k{i}": "v" * 1000 for i in range(100)})
+    n = 2 * messages.MAX_MESSAGE_ROWS + 1
+    for i in range(1, n + 1):
+        monitor.update({**record(i), "loss": "0.5", "lr": True,
+                        "signal_name": "s" * 1000},
+                       workers={f"tcp://{i}.{'h' * 300}": [2.0, 1.0]})
+    monitor.close()
+    plugin = DashboardPlugin(max_rows=10 * n)
+    for topic, msg in client.sent:
+        plugin.log_event(topic, msg)
+    assert not plugin.refused
+    [fit] = plugin.metrics()["fits"]
+    assert fit["updates"]["update"] == list(range(1, n + 1))
+    assert fit["updates"]["loss"] == [None] * n  # not numbers
+    assert len(fit["workers"]) == messages.MAX_WORKERS
+    assert all(len(m["updates"]["update"]) <= messages.MAX_MESSAGE_ROWS
+               for _, m in client.sent if "updates" in m)
 
 
 # --- the monitor --------------------------------------------------------------
