@@ -482,6 +482,81 @@ def test_local_cluster_metrics_and_buffered_sends(client, monkeypatch):
     assert fit["updates"]["update"] == list(range(1, 2001))
 
 
+def get_response(url):
+    """(status, headers, JSON or text) of a GET, errors included."""
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+            return response.status, response.headers, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read().decode()
+
+
+def plugin_state(dask_scheduler):
+    plugin = dask_scheduler.plugins[dashboard.PLUGIN_NAME]
+    events = [msg for _, msg in dask_scheduler.get_events("adadamp")]
+    return dict(plugin.refused), events
+
+
+def store_garbage(dask_scheduler, fit_id):
+    fit = dask_scheduler.plugins[dashboard.PLUGIN_NAME].fits[fit_id]
+    fit.info, fit.signal_name = b"\xff", ["x"]
+    fit.updates.columns["loss"].append(float("nan"))
+
+
+def test_forged_messages_through_a_local_cluster(client):
+    """Forged messages sent with client.log_event, as any client could: the
+    JSON keeps answering, the running fit stays, nothing big is kept."""
+    url = client.dashboard_link.rsplit("/", 1)[0]
+    monitor = FitMonitor(client, "real fit", {"schedule": "Constant(64)"})
+    monitor.update(record(1))
+    monitor.flush()
+    refused_before, _ = client.run_on_scheduler(plugin_state)
+    forged = [
+        {"fit": monitor.fit_id, "kind": "updates", "updates": {"loss": [b"\xff"]}},
+        {"fit": "forged", "kind": "start", "info": "not a dict"},
+        {"fit": monitor.fit_id, "kind": "updates", "signal_name": ["x"]},
+        {"fit": monitor.fit_id, "kind": "updates",
+         "updates": {"update": list(range(100_000))}},
+        {"fit": "ghost", "kind": "start", "client": "Client-gone"},
+        *({"fit": f"forged{i}", "kind": "start", "client": client.id}
+          for i in range(25)),
+    ]
+    for msg in forged:
+        client.log_event("adadamp", msg)
+    refused, events = client.run_on_scheduler(plugin_state)
+    new = {k: v - refused_before.get(k, 0) for k, v in refused.items()}
+    assert new == {"invalid": 4, "client not connected": 1,
+                   "client's running fits": 25 - (dashboard.MAX_RUNNING_PER_CLIENT - 1)}
+    # The refused messages are stubs in the scheduler's event log: the
+    # 100,000 rows are not kept there either.
+    stubs = [e for e in events[-len(forged):] if e.get("kind") == "refused"]
+    assert len(stubs) == len(forged) - (dashboard.MAX_RUNNING_PER_CLIENT - 1)
+    assert all(len(json.dumps(e)) < 1000 for e in stubs)
+
+    status, headers, body = get_response(url + "/adadamp/metrics.json")
+    assert status == 200
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    fits = {f["fit"]: f for f in json.loads(body)["fits"]}
+    assert fits[monitor.fit_id]["status"] == "running"
+    assert fits[monitor.fit_id]["updates"]["update"] == [1]
+    assert fits[monitor.fit_id]["signal_name"] == "loss_ratio"
+    monitor.update(record(2))
+    monitor.close()
+    [fit] = fits_of(url, monitor.fit_id)
+    assert fit["status"] == "finished"
+    assert fit["updates"]["update"] == [1, 2]
+
+    # Whatever got stored, the JSON answers, and the page too.
+    client.run_on_scheduler(store_garbage, fit_id=monitor.fit_id)
+    status, _, body = get_response(url + "/adadamp/metrics.json")
+    assert status == 200
+    [fit] = [f for f in json.loads(body)["fits"] if f["fit"] == monitor.fit_id]
+    assert fit["updates"]["loss"][-1] is None and fit["info"] == "\ufffd"
+    status, headers, _ = get_response(url + "/adadamp")
+    assert status == 200
+    assert headers["X-Content-Type-Options"] == "nosniff"
+
+
 def test_page_is_served_with_a_link_in_the_nav_bar(client):
     pytest.importorskip("bokeh")
     url = client.dashboard_link.rsplit("/", 1)[0]
