@@ -14,6 +14,13 @@ Two measurements (issue 13, item 5), each under a minute:
    scheduler's RSS is read before, at its peak (sampled every 50 ms) and
    after; then ``/adadamp/metrics.json`` is read (its status code), and a
    second client runs one legitimate fit (``FitMonitor``) that must show.
+3. **Valid messages at the limits, on the same scheduler.** Then two
+   clients each start 10 fits and send each 6 messages of 2000 rows of
+   every column (distinct floats), the most the plugin takes: what the
+   plugin keeps (thinned to at most 10,000 rows a fit) and what the
+   scheduler's event log keeps (the last 1000 messages of the topic,
+   distributed's own bound) make the largest growth a client can cause
+   with messages that pass.
 
     python benchmarks/dashboard_flood.py
 
@@ -119,6 +126,28 @@ def flood(client):
     return sent, nbytes
 
 
+def valid_flood(address):
+    """Messages the plugin takes, at its limits, from two clients."""
+    rows = 2000
+    sent = 0
+    for c in range(2):
+        with Client(address, timeout=START_TIMEOUT) as client:
+            for f in range(10):
+                fit = f"valid-{c}-{f}"
+                client.log_event("adadamp", {"fit": fit, "kind": "start",
+                                             "client": client.id})
+                for m in range(6):
+                    base = (f * 6 + m) * rows
+                    client.log_event("adadamp", {
+                        "fit": fit, "kind": "updates",
+                        "updates": {col: [base + i + 0.5 + k for i in range(rows)]
+                                    for k, col in enumerate(dashboard.UPDATE_COLUMNS)}})
+                    sent += 1
+            # Stays connected until all is handled: its fits stay running.
+            client.run_on_scheduler(lambda: None)
+    return sent
+
+
 def legit_fit_shows(address, url):
     with Client(address, timeout=START_TIMEOUT) as client:
         monitor = dashboard.FitMonitor(client, "legit", {"schedule": "x"})
@@ -163,6 +192,18 @@ def run():
                     lambda: __import__("dask_adadamp").__file__)
                 dashboard.FitMonitor(client, "warm-up").close()
                 time.sleep(0.5)
+                # The 10^6 rows end to end: sent, decoded, handled (the
+                # log_event call returns once the scheduler has handled it).
+                client.log_event("adadamp", {"fit": "big", "kind": "start",
+                                             "client": client.id})
+                big = {"fit": "big", "kind": "updates", "updates": {
+                    "update": list(range(ROWS_BIG)), "loss": [0.5] * ROWS_BIG}}
+                start = time.perf_counter()
+                client.log_event("adadamp", big)
+                big_round_trip = time.perf_counter() - start
+                del big
+                client.log_event("adadamp", {"fit": "big", "kind": "end"})
+                time.sleep(0.5)
                 before = rss(pid)
                 start = time.perf_counter()
                 with Peak(pid) as peak:
@@ -174,6 +215,10 @@ def run():
                 after = rss(pid)
                 status = status_of(url + "/adadamp/metrics.json")
                 shows = legit_fit_shows(address, url)
+                with Peak(pid) as valid_peak:
+                    valid_sent = valid_flood(address)
+                time.sleep(0.5)
+                valid_after = rss(pid)
         finally:
             for proc in procs:
                 proc.terminate()
@@ -182,19 +227,26 @@ def run():
     return {"dask_adadamp": dask_adadamp.__file__,
             "scheduler_dask_adadamp": scheduler_path,
             "big_message_s": median, "big_message_runs_s": runs,
+            "big_message_round_trip_s": big_round_trip,
             "messages": sent, "flood_mb": nbytes / 1e6, "flood_s": flood_s,
             "rss_before_mib": before, "rss_peak_mib": peak.peak,
             "rss_after_mib": after, "metrics_status": status,
-            "legit_fit_shows": shows}
+            "legit_fit_shows": shows, "valid_messages": valid_sent,
+            "valid_rss_peak_mib": valid_peak.peak,
+            "valid_rss_after_mib": valid_after}
 
 
 if __name__ == "__main__":
     r = run()
     print(json.dumps(r, indent=1))
     print(f"\none message of 10^6 rows: {1e3 * r['big_message_s']:.1f} ms "
-          f"(median of {len(r['big_message_runs_s'])}); flood of "
+          f"in the plugin (median of {len(r['big_message_runs_s'])}), "
+          f"{1e3 * r['big_message_round_trip_s']:.0f} ms for client.log_event "
+          f"(sent, decoded, handled); flood of "
           f"{r['messages']} messages, ~{r['flood_mb']:.0f} MB, in "
           f"{r['flood_s']:.1f} s: scheduler RSS {r['rss_before_mib']:.0f} -> "
           f"peak {r['rss_peak_mib']:.0f} -> after {r['rss_after_mib']:.0f} MiB; "
           f"metrics.json answered {r['metrics_status']}; a legitimate fit "
-          f"afterwards {'shows' if r['legit_fit_shows'] else 'does NOT show'}")
+          f"afterwards {'shows' if r['legit_fit_shows'] else 'does NOT show'}; "
+          f"then {r['valid_messages']} valid messages of 2000 rows: RSS peak "
+          f"{r['valid_rss_peak_mib']:.0f}, after {r['valid_rss_after_mib']:.0f} MiB")
