@@ -52,7 +52,7 @@ MAX_MESSAGE_ROWS = 2000
 # What one message may weigh, bounded from lengths alone: 9 bytes a number
 # (msgpack's most), the longest allowed text for each info item and worker.
 # The largest a monitor sends (2000 rows of every column, 1024 workers) is
-# about 0.6 MB by this count.
+# about 0.5 MB by this count.
 MAX_MESSAGE_BYTES = 2**20
 NUMBER_BYTES = 9
 _INT_LIMIT = 2**63  # msgpack's; larger ints come only from a direct call

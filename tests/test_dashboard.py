@@ -148,6 +148,40 @@ def test_plugin_stays_bounded():
     assert plugin.fits["e"].status == "running"
 
 
+def test_table_thins_as_one_row_at_a_time():
+    """_Table.extend copies slices; it keeps the rows that appending one
+    row at a time, thinning whenever full, would keep."""
+    import random
+
+    def reference(max_rows, batches):
+        columns, stride, seen, version = {"a": [], "b": []}, 1, 0, 0
+        for rows in batches:
+            for i in range(max((len(v) for v in rows.values()), default=0)):
+                if seen % stride == 0:
+                    for name, column in columns.items():
+                        column.append(rows[name][i] if name in rows else None)
+                seen += 1
+                if len(columns["a"]) >= max_rows:
+                    for column in columns.values():
+                        del column[1::2]
+                    stride, version = 2 * stride, version + 1
+        return columns, stride, seen, version
+
+    rng = random.Random(0)
+    for _ in range(500):
+        max_rows, start, batches = rng.randint(2, 20), 0, []
+        for _ in range(rng.randint(1, 8)):
+            k = rng.randint(0, 40)
+            batches.append({name: list(range(start, start + k))
+                            for name in ("a", "b") if rng.random() < 0.7})
+            start += k
+        table = dashboard._Table(("a", "b"), max_rows)
+        for rows in batches:
+            table.extend(rows)
+        assert (table.columns, table.stride, table.seen,
+                table.version) == reference(max_rows, batches)
+
+
 # --- untrusted messages (issue 13, item 5) --------------------------------------
 
 def started(**kwargs):
