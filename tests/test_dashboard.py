@@ -303,6 +303,17 @@ def test_forged_starts_never_evict_a_running_fit():
     assert "a" in plugin.fits
 
 
+def test_messages_after_the_end_are_dropped():
+    plugin = started()
+    plugin.log_event("adadamp", {"fit": "a", "kind": "end"})
+    before = plugin.metrics()
+    plugin.log_event("adadamp", {"fit": "a", "kind": "updates",
+                                 "updates": {"update": [4]}})
+    plugin.log_event("adadamp", {"fit": "a", "kind": "end", "status": "failed"})
+    assert plugin.metrics() == before
+    assert plugin.refused == {"ended fit": 2}
+
+
 def test_a_fit_whose_client_is_gone_is_evicted_first():
     class Scheduler:
         clients = {"Client-a": None}
