@@ -303,6 +303,49 @@ def test_forged_starts_never_evict_a_running_fit():
     assert "a" in plugin.fits
 
 
+def test_what_the_plugin_keeps_stays_bounded():
+    import gc
+    import tracemalloc
+
+    plugin = DashboardPlugin(max_fits=4, max_rows=500)
+    text = "x" * 1000
+
+    def flood(fit, client):
+        # Distinct strings (not one object repeated), as msgpack delivers.
+        plugin.log_event("adadamp", {
+            "fit": fit, "kind": "start", "client": client,
+            "info": {f"k{i}": text + str(i) for i in range(100)}})
+        plugin.log_event("adadamp", {"fit": fit, "kind": "start",
+                                     "client": client})
+        plugin.log_event("adadamp", {"fit": fit, "kind": "updates", "updates": {
+            "loss": [text + str(i) for i in range(500)]}})
+
+    flood("warm-up", "Client-0")
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for f in range(12):
+            flood(f"fit{f}", f"Client-{f % 3}")
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # ~2 MB of strings went by: none of it stays (the fits' few numbers do).
+    assert kept < 100_000
+    assert plugin.refused["invalid"] == 2 * 13
+    assert len(plugin.fits) == 4
+
+    # Valid rows, many: at most max_fits x max_rows are kept.
+    rows = {c: [0.5] * 2000 for c in dashboard.UPDATE_COLUMNS}
+    for fit in list(plugin.fits):
+        for _ in range(5):
+            plugin.log_event("adadamp", {"fit": fit, "kind": "updates",
+                                         "updates": rows})
+    assert all(len(f.updates) <= 500 and f.updates.seen == 10_000
+               for f in plugin.fits.values())
+
+
 def test_messages_after_the_end_are_dropped():
     plugin = started()
     plugin.log_event("adadamp", {"fit": "a", "kind": "end"})
