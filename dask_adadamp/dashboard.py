@@ -2,8 +2,8 @@
 
 A fit reports its progress to the scheduler with a :class:`FitMonitor`;
 a :class:`DashboardPlugin` on the scheduler keeps the recent fits and serves
-them at ``/adadamp`` (a live Bokeh page in the dashboard's style) and
-``/adadamp/metrics.json``::
+them at ``/adadamp`` (a live Bokeh page in the dashboard's style, in
+:mod:`dask_adadamp.page`) and ``/adadamp/metrics.json``::
 
     monitor = FitMonitor(client, "DaskClassifier(MLP) 3f2a9c1b04de",
                          {"schedule": "AdaDamp(initial=32)"})
