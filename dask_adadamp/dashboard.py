@@ -310,24 +310,26 @@ class _Table:
         return len(next(iter(self.columns.values())))
 
     def extend(self, rows):
-        """Append ``rows`` (``{column: list}``, columns of one length;
-        missing columns are None), keeping every ``stride``-th row."""
+        """Append ``rows`` (``{column: list}``; missing columns and values
+        are None), keeping every ``stride``-th row."""
         if not rows:
             return
         n = max(len(v) for v in rows.values())
         i = 0
         while i < n:
             # Slices up to the row that fills the table: a list's extend
-            # per column, not an append per value (5x faster).
+            # per column, not an append per value.
             first = i + (-self.seen) % self.stride  # the next row kept
             room = max(1, self.max_rows - len(self))
             stop = min(n, first + (room - 1) * self.stride + 1)
             if first < stop:
-                kept = range(first, stop, self.stride)
+                kept = len(range(first, stop, self.stride))
                 for name, column in self.columns.items():
                     values = rows.get(name)
-                    column.extend(values[first:stop:self.stride] if values
-                                  else [None] * len(kept))
+                    values = values[first:stop:self.stride] if values else ()
+                    column.extend(values)
+                    if len(values) < kept:
+                        column.extend([None] * (kept - len(values)))
             self.seen += stop - i
             i = stop
             if len(self) >= self.max_rows:
