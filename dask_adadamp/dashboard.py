@@ -2,8 +2,8 @@
 
 A fit reports its progress to the scheduler with a :class:`FitMonitor`;
 a :class:`DashboardPlugin` on the scheduler keeps the recent fits and serves
-them at ``/adadamp`` (a live Bokeh page in the dashboard's style) and
-``/adadamp/metrics.json``::
+them at ``/adadamp`` (a live Bokeh page in the dashboard's style, in
+:mod:`dask_adadamp.page`) and ``/adadamp/metrics.json``::
 
     monitor = FitMonitor(client, "DaskClassifier(MLP) 3f2a9c1b04de",
                          {"schedule": "AdaDamp(initial=32)"})
@@ -16,12 +16,12 @@ them at ``/adadamp`` (a live Bokeh page in the dashboard's style) and
 Messages travel with ``client.log_event("adadamp", msg)``; the scheduler
 hands every event to every plugin's ``log_event``. Each message is a dict
 ``{"fit": id, "kind": "start" | "updates" | "epoch" | "end", ...}`` and may
-carry new rows as ``"updates"`` and ``"epochs"``, each ``{column: [values]}``.
-The plugin's class is pickled by reference, so ``dask_adadamp`` must be
-importable on the scheduler; where it is not, the monitor warns once and
-does nothing.
+carry new rows as ``"updates"`` and ``"epochs"``, each ``{column: [values]}``;
+:mod:`dask_adadamp.messages` has the schema and the limits, and the plugin
+drops whatever does not fit them. The plugin's class is pickled by
+reference, so ``dask_adadamp`` must be importable on the scheduler; where it
+is not, the monitor warns once and does nothing.
 """
-import json
 import logging
 import math
 import numbers
@@ -29,28 +29,34 @@ import time
 import uuid
 import warnings
 import weakref
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 from tornado import web
 
+from . import messages
+from .messages import EPOCH_COLUMNS, TOPIC, UPDATE_COLUMNS, Refused
+from .page import (  # noqa: F401 - public here too
+    PAGE_INTERVAL,
+    SIGNAL_TITLES,
+    AdadampPage,
+    _add_page,
+    _distributed_dashboard,
+)
+
 logger = logging.getLogger(__name__)
 
-TOPIC = "adadamp"
 PLUGIN_NAME = "dask-adadamp-dashboard"
-# "epochs": epochs done at the end of the update, fractional (the x axis of
-# the page's "epochs" view); "epoch": the epoch the update belongs to.
-UPDATE_COLUMNS = ("update", "epoch", "epochs", "time", "batch_size", "lr",
-                  "n_workers", "loss", "examples_per_s", "signal",
-                  "compute_ms", "comm_ms")
-EPOCH_COLUMNS = ("epoch", "model_updates", "train_loss", "valid_loss", "dur")
 # "time" is added by the monitor: seconds since the fit started.
 _RECORD_COLUMNS = tuple(c for c in UPDATE_COLUMNS if c != "time")
 FLUSH_INTERVAL = 0.5  # seconds between two sends of buffered update rows
 MAX_FITS = 20
+# Running fits one client may have on the page; past it its new fits are
+# not shown (training goes on), so one client cannot take every place.
+MAX_RUNNING_PER_CLIENT = 10
 # Rows per fit; more are thinned. A full fit's JSON takes ~30 ms to write.
 MAX_ROWS = 10_000
-PAGE_INTERVAL = 500  # ms between two refreshes of an open page
+LOG_INTERVAL = 60  # seconds: at most one log line about refused messages
 
 # Registration costs a round trip and its outcome does not change for a
 # client, so it is done once per client.
@@ -78,6 +84,18 @@ def _value(x):
     except (TypeError, ValueError):
         return str(x)
     return x if math.isfinite(x) else None
+
+
+def _number(x):
+    """``x`` as a row value: a number or None (the plugin takes no other)."""
+    x = _value(x)
+    if type(x) is int and not -2**63 <= x < 2**63:
+        return float(x)  # msgpack's ints have 64 bits
+    return x if type(x) in (int, float) else None
+
+
+def _clip(text, limit):
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _ensure_plugin(client):
@@ -139,7 +157,7 @@ class FitMonitor:
 
     def __init__(self, client, name, info=None):
         self.client = client
-        self.name = str(name)
+        self.name = _clip(str(name), messages.MAX_NAME_CHARS)
         self.fit_id = uuid.uuid4().hex
         self.closed = False
         self._started = time.monotonic()
@@ -150,12 +168,18 @@ class FitMonitor:
         self._workers = {}  # address -> [calls, round trip s, compute s]
         self.enabled = _ensure_plugin(client)
         try:
-            info = {str(k): _value(v) for k, v in (info or {}).items()}
+            info = dict(list((info or {}).items())[:messages.MAX_INFO_ITEMS])
+            info = {_clip(str(k), messages.MAX_KEY_CHARS): _value(v)
+                    for k, v in info.items()}
+            info = {k: _clip(v, messages.MAX_TEXT_CHARS) if type(v) is str else v
+                    for k, v in info.items()}
         except Exception:
             logger.debug("dask-adadamp dashboard: bad info", exc_info=True)
-            info = {"info": str(info)}
-        self._send("start", name=self.name, info=info,
-                   client=getattr(client, "id", None))
+            info = {"info": _clip(str(info), messages.MAX_TEXT_CHARS)}
+        client_id = getattr(client, "id", None)
+        if type(client_id) is not str or len(client_id) > messages.MAX_ID_CHARS:
+            client_id = None
+        self._send("start", name=self.name, info=info, client=client_id)
 
     def update(self, record, workers=None):
         """Buffer one model update's record; send the buffer if it is due.
@@ -169,7 +193,8 @@ class FitMonitor:
             optionally ``signal_name`` (``"loss_ratio"`` or
             ``"noise_scale"``) with ``signal``, ``compute_ms`` and
             ``comm_ms`` (the slowest worker's compute and the rest of the
-            update's calls). Missing keys become None.
+            update's calls). Missing keys, and values that are not
+            numbers, become None.
         workers : dict, optional
             ``{address: [round trip ms, compute ms]}`` of the update's
             calls; the page shows each worker's means over the fit.
@@ -178,17 +203,24 @@ class FitMonitor:
             return
         try:
             now = time.monotonic()
+            if len(self._updates["time"]) >= messages.MAX_MESSAGE_ROWS:
+                self.flush()  # the plugin takes no larger message
             rows = self._updates
             for column in _RECORD_COLUMNS:
-                rows[column].append(_value(record.get(column)))
+                rows[column].append(_number(record.get(column)))
             rows["time"].append(now - self._started)
             for addr, (rtt, compute) in (workers or {}).items():
-                acc = self._workers.setdefault(str(addr), [0, 0.0, 0.0])
+                addr = _clip(str(addr), messages.MAX_TEXT_CHARS)
+                if (addr not in self._workers
+                        and len(self._workers) >= messages.MAX_WORKERS):
+                    continue
+                acc = self._workers.setdefault(addr, [0, 0.0, 0.0])
                 acc[0] += 1
                 acc[1] += rtt
                 acc[2] += compute
             if record.get("signal_name") is not None:
-                self._signal_name = str(record["signal_name"])
+                self._signal_name = _clip(str(record["signal_name"]),
+                                          messages.MAX_KEY_CHARS)
             if now - self._last_flush >= FLUSH_INTERVAL:
                 self.flush()
         except Exception:
@@ -206,8 +238,10 @@ class FitMonitor:
         if not self.enabled or self.closed:
             return
         try:
+            if len(self._epochs["epoch"]) >= messages.MAX_MESSAGE_ROWS:
+                self.flush()
             for column in EPOCH_COLUMNS:
-                self._epochs[column].append(_value(record.get(column)))
+                self._epochs[column].append(_number(record.get(column)))
         except Exception:
             logger.debug("dask-adadamp dashboard: epoch failed", exc_info=True)
         self.flush(kind="epoch")
@@ -219,8 +253,8 @@ class FitMonitor:
         self._last_flush = time.monotonic()
         updates, self._updates = self._updates, {c: [] for c in UPDATE_COLUMNS}
         epochs, self._epochs = self._epochs, {c: [] for c in EPOCH_COLUMNS}
-        workers = {addr: {"calls": n, "compute_ms": _value(compute / n),
-                          "comm_ms": _value((rtt - compute) / n)}
+        workers = {addr: {"calls": n, "compute_ms": _number(compute / n),
+                          "comm_ms": _number((rtt - compute) / n)}
                    for addr, (n, rtt, compute) in self._workers.items()}
         self._send(kind, updates=updates, epochs=epochs, workers=workers,
                    signal_name=self._signal_name, **extra)
@@ -276,16 +310,28 @@ class _Table:
         return len(next(iter(self.columns.values())))
 
     def extend(self, rows):
+        """Append ``rows`` (``{column: list}``; missing columns and values
+        are None), keeping every ``stride``-th row."""
         if not rows:
             return
         n = max(len(v) for v in rows.values())
-        for i in range(n):
-            if self.seen % self.stride == 0:
+        i = 0
+        while i < n:
+            # Slices up to the row that fills the table: a list's extend
+            # per column, not an append per value.
+            first = i + (-self.seen) % self.stride  # the next row kept
+            room = max(1, self.max_rows - len(self))
+            stop = min(n, first + (room - 1) * self.stride + 1)
+            if first < stop:
+                kept = len(range(first, stop, self.stride))
                 for name, column in self.columns.items():
                     values = rows.get(name)
-                    column.append(values[i] if values and i < len(values)
-                                  else None)
-            self.seen += 1
+                    values = values[first:stop:self.stride] if values else ()
+                    column.extend(values)
+                    if len(values) < kept:
+                        column.extend([None] * (kept - len(values)))
+            self.seen += stop - i
+            i = stop
             if len(self) >= self.max_rows:
                 for column in self.columns.values():
                     del column[1::2]
@@ -323,28 +369,64 @@ class DashboardPlugin(SchedulerPlugin):
     Bokeh dashboard, the live page ``/adadamp`` with a link in the
     navigation bar.
 
+    Any client can send under the topic, so every message is checked
+    (:func:`dask_adadamp.messages.check`) and one that does not pass is
+    dropped: counted in ``refused``, logged at most once a minute, replaced
+    by a small stub in the scheduler's event log, never raised. A fit is
+    only evicted once it has ended or its client has left; a new fit
+    past the bounds is not shown rather than evict a running one.
+
     Parameters
     ----------
     max_fits : int
-        How many fits are kept; the oldest finished ones go first.
+        How many fits are kept; the oldest ended ones go first.
     max_rows : int
-        Rows kept per fit and table, by thinning (see ``_Table``).
+        Rows kept per fit and table (2 or more), by thinning (see ``_Table``).
+    max_running_per_client : int
+        Running fits kept per client (fits that name no client count as
+        one client).
+
+    Attributes
+    ----------
+    refused : collections.Counter
+        Messages dropped, by reason: ``"invalid"`` (see
+        :mod:`dask_adadamp.messages`), ``"unknown fit"`` (no start seen, or
+        the fit was evicted or refused), ``"ended fit"``, ``"duplicate
+        start"``, ``"client not connected"``, ``"client's running fits"``,
+        ``"running fits"`` (every place taken by a running fit), ``"error"``.
+
+    Examples
+    --------
+    >>> plugin = DashboardPlugin()
+    >>> plugin.log_event("adadamp", {"fit": "f1", "kind": "start", "name": "Net"})
+    >>> plugin.log_event("adadamp", {"fit": "f1", "kind": "updates",
+    ...                              "updates": {"loss": ["oops"]}})
+    >>> plugin.log_event("adadamp", {"fit": "f2", "kind": "end"})
+    >>> dict(plugin.refused), list(plugin.fits)
+    ({'invalid': 1, 'unknown fit': 1}, ['f1'])
     """
 
     name = PLUGIN_NAME
     idempotent = True
 
-    def __init__(self, max_fits=MAX_FITS, max_rows=MAX_ROWS):
+    def __init__(self, max_fits=MAX_FITS, max_rows=MAX_ROWS,
+                 max_running_per_client=MAX_RUNNING_PER_CLIENT):
         self.max_fits = max_fits
         self.max_rows = max_rows
+        self.max_running_per_client = max_running_per_client
         self.fits = OrderedDict()
         # Bumped on every change so pages skip refreshes with nothing new.
         self.changes = 0
+        self.refused = Counter()
+        self.scheduler = None  # set by start; without it clients are not checked
+        self._unreported = 0
+        self._last_report = -math.inf
 
     async def start(self, scheduler):
         # No await in here: the scheduler checks for an existing plugin only
         # before calling start, so an await could let two concurrent
         # registrations both add the routes.
+        self.scheduler = scheduler
         app = getattr(scheduler, "http_application", None)
         if app is None:
             return
@@ -360,29 +442,102 @@ class DashboardPlugin(SchedulerPlugin):
                                exc_info=True)
 
     def log_event(self, topic, msg):
-        """Take a message of a :class:`FitMonitor`; cheap, it runs in the
-        scheduler's event loop."""
-        if topic != TOPIC or not isinstance(msg, dict) or "fit" not in msg:
+        """Take a message of a :class:`FitMonitor`, or drop it; never raises.
+
+        Cheap, it runs in the scheduler's event loop: a message's size is
+        checked from its lengths before any of its values is read.
+        """
+        if topic != TOPIC:
             return
+        try:
+            self._take(msg)
+        except _Drop as e:
+            self._refuse(msg, e.reason, e.detail)
+        except Refused as e:
+            self._refuse(msg, "invalid", str(e))
+        except Exception as e:  # noqa: BLE001 - a bug must not reach the scheduler
+            self._refuse(msg, "error", f"{type(e).__name__}: {e}")
+
+    def _take(self, msg):
+        msg = messages.check(msg)
         fit = self.fits.get(msg["fit"])
-        if fit is None:
-            fit = self.fits[msg["fit"]] = _Fit(str(msg["fit"]), self.max_rows)
-            self._evict()
-        kind = msg.get("kind")
-        if kind == "start":
-            fit.name = str(msg.get("name", fit.name))
-            fit.info = msg.get("info") or {}
-            fit.client = msg.get("client")
+        if msg["kind"] == "start":
+            if fit is not None:
+                raise _Drop("duplicate start")
+            fit = self._new_fit(msg)
+            fit.name = msg.get("name", fit.name)
+            fit.info = msg.get("info", {})
+        elif fit is None:
+            raise _Drop("unknown fit")
+        elif fit.status != "running":
+            raise _Drop("ended fit")
         fit.updates.extend(msg.get("updates"))
         fit.epochs.extend(msg.get("epochs"))
         if msg.get("signal_name"):
             fit.signal_name = msg["signal_name"]
-        if isinstance(msg.get("workers"), dict):
+        if "workers" in msg:
             fit.workers = msg["workers"]
-        if kind == "end":
+        if msg["kind"] == "end":
             fit.status = "failed" if msg.get("status") == "failed" else "finished"
         fit.updated = time.time()
         self.changes += 1
+
+    def _new_fit(self, msg):
+        """Place a new fit, or raise _Drop: never evicts a running fit."""
+        client = msg.get("client")
+        if client is not None and not self._connected(client):
+            raise _Drop("client not connected", client)
+        running = sum(f.client == client for f in self.fits.values()
+                      if self._running(f))
+        if running >= self.max_running_per_client:
+            raise _Drop("client's running fits", f"{client}: {running}")
+        while len(self.fits) >= self.max_fits:
+            ended = next((k for k, f in self.fits.items()
+                          if not self._running(f)), None)
+            if ended is None:
+                raise _Drop("running fits", str(len(self.fits)))
+            del self.fits[ended]
+        fit = self.fits[msg["fit"]] = _Fit(msg["fit"], self.max_rows)
+        fit.client = client
+        return fit
+
+    def _connected(self, client):
+        clients = getattr(self.scheduler, "clients", None)
+        return clients is None or client in clients
+
+    def _running(self, fit):
+        """Running, as far as eviction goes: not ended, and its client is
+        still there (``remove_client`` marks it failed when it leaves)."""
+        return fit.status == "running" and (fit.client is None
+                                            or self._connected(fit.client))
+
+    def _refuse(self, msg, reason, detail):
+        try:
+            self.refused[reason] += 1
+            self._unreported += 1
+            detail = messages.dumps(detail)[:300]
+            self._stub_event(msg, reason, detail)
+            now = time.monotonic()
+            if now - self._last_report >= LOG_INTERVAL:
+                logger.warning(
+                    "dask-adadamp: the dashboard dropped %d message(s) since "
+                    "its last report (at most one a minute); the latest: %s "
+                    "(%s). Counts so far: %s", self._unreported, reason,
+                    detail, dict(self.refused))
+                self._last_report, self._unreported = now, 0
+        except Exception:  # noqa: BLE001 - never into the scheduler
+            pass
+
+    def _stub_event(self, msg, reason, detail):
+        """Put a stub in place of the dropped ``msg`` in the scheduler's
+        event log (the last 1000 messages of the topic), so that a
+        message refused for its size does not stay in memory there."""
+        broker = getattr(self.scheduler, "_broker", None)  # distributed's own
+        topic = getattr(broker, "_topics", {}).get(TOPIC)
+        events = getattr(topic, "events", None)
+        if events and events[-1][1] is msg:
+            events[-1] = (events[-1][0], {"fit": None, "kind": "refused",
+                                          "reason": reason, "detail": detail})
 
     def remove_client(self, scheduler, client):
         # A client that leaves mid-fit never sends "end".
@@ -398,22 +553,13 @@ class DashboardPlugin(SchedulerPlugin):
         return {"fits": [f.to_dict() for f in self.fits.values()
                          if fit_id is None or f.fit == fit_id]}
 
-    def _evict(self):
-        while len(self.fits) > self.max_fits:
-            done = [k for k, f in self.fits.items() if f.status != "running"]
-            del self.fits[done[0] if done else next(iter(self.fits))]
 
+class _Drop(Exception):
+    """A valid message the plugin does not take (see ``refused``)."""
 
-def _distributed_dashboard(app):
-    """The scheduler's own Bokeh application, or None when it has none."""
-    try:
-        from bokeh.server.server import BokehTornado
-    except ImportError:
-        return None
-    for application in getattr(app, "applications", []):
-        if isinstance(application, BokehTornado):
-            return application
-    return None
+    def __init__(self, reason, detail=""):
+        super().__init__(reason)
+        self.reason, self.detail = reason, detail
 
 
 class _MetricsHandler(web.RequestHandler):
@@ -423,246 +569,11 @@ class _MetricsHandler(web.RequestHandler):
         self.plugin = plugin
 
     def get(self):
-        doc = self.plugin.metrics(self.get_argument("fit", None))
+        try:
+            doc = self.plugin.metrics(self.get_argument("fit", None))
+        except Exception as e:  # noqa: BLE001 - answer, whatever is stored
+            logger.debug("dask-adadamp: metrics failed", exc_info=True)
+            doc = {"fits": [], "error": type(e).__name__}
         self.set_header("Content-Type", "application/json")
-        self.write(json.dumps(doc))
-
-
-def _add_page(plugin, scheduler, app, prefix):
-    """Serve the Bokeh page at ``<prefix>/adadamp`` like the built-in ones."""
-    from functools import partial
-
-    from distributed.dashboard import scheduler as dashboard_scheduler
-    from distributed.dashboard.core import BokehApplication
-    from tornado.ioloop import IOLoop
-
-    # The built-in pages share this (memoized) dict, so an entry added here
-    # shows in every page's navigation bar.
-    variables = dashboard_scheduler.template_variables(scheduler)
-    if "adadamp" not in variables["pages"]:
-        variables["pages"].append("adadamp")
-    bokeh_app = BokehApplication({"/adadamp": partial(_page_doc, plugin)},
-                                 scheduler, prefix=prefix,
-                                 template_variables=variables)
-    app.add_application(bokeh_app)
-    bokeh_app.initialize(IOLoop.current())
-    bokeh_app.start()
-
-
-def _page_doc(plugin, scheduler, extra, doc):
-    from distributed.dashboard.components import add_periodic_callback
-    from distributed.dashboard.components.scheduler import BOKEH_THEME, env
-
-    page = AdadampPage(plugin)
-    page.update()
-    add_periodic_callback(doc, page, PAGE_INTERVAL)
-    doc.add_root(page.root)
-    doc.title = "dask-adadamp"
-    doc.theme = BOKEH_THEME
-    doc.template = env.get_template("simple.html")
-    doc.template_variables.update(extra)
-
-
-SIGNAL_TITLES = {"loss_ratio": "Loss ratio", "noise_scale": "Noise-scale estimate"}
-
-
-class AdadampPage:
-    """The Bokeh components of one open ``/adadamp`` page.
-
-    Shows one fit: the most recent, until another is picked in the select
-    box. ``update`` (every ``PAGE_INTERVAL`` ms) streams only the rows the
-    browser does not have yet.
-
-    Parameters
-    ----------
-    plugin : DashboardPlugin
-        Where the fits are.
-    """
-
-    def __init__(self, plugin):
-        from bokeh.layouts import column, gridplot, row
-        from bokeh.models import (
-            ColumnDataSource,
-            Div,
-            LogTicker,
-            RadioButtonGroup,
-            Select,
-        )
-
-        self.plugin = plugin
-        self.fit_id = None
-        self.follow_latest = True
-        self.seen_changes = -1
-        self.sent = {"updates": (0, 0), "epochs": (0, 0)}  # (version, rows)
-        self.sources = {
-            "updates": ColumnDataSource({c: [] for c in UPDATE_COLUMNS},
-                                        name="adadamp-updates"),
-            "epochs": ColumnDataSource({c: [] for c in EPOCH_COLUMNS},
-                                       name="adadamp-epochs"),
-        }
-        self.select = Select(title="Fit", options=[], width=500,
-                             name="adadamp-select")
-        self.select.on_change("value", self._on_select)
-        self.info = Div(text="No dask-adadamp fit yet.", name="adadamp-info",
-                        sizing_mode="stretch_width")
-
-        self.lines = []  # the per-update lines, whose x the switch sets
-
-        def plot(title, y, x="update", source="updates", **kwargs):
-            fig = self._figure(title, x, **kwargs)
-            self.lines.append(fig.line(x, y, source=self.sources[source],
-                                       line_width=2))
-            return fig
-
-        # Schedules grow the batch geometrically; ticks at powers of two.
-        batch = plot("Batch size", "batch_size", y_axis_type="log")
-        batch.yaxis.ticker = LogTicker(base=2, mantissas=[1])
-        x_range = batch.x_range  # zoom and pan together along the updates
-        self.signal_plot = plot("Schedule signal", "signal", x_range=x_range)
-        epochs = self._figure("Loss per epoch", "epoch")
-        for y, color, label in (("train_loss", "#1f77b4", "train"),
-                                ("valid_loss", "#ff7f0e", "valid")):
-            epochs.line("epoch", y, source=self.sources["epochs"], color=color,
-                        line_width=2, legend_label=label)
-            epochs.scatter("epoch", y, source=self.sources["epochs"],
-                           color=color, size=5)
-        epochs.legend.location = "top_right"
-        # Where an update's time goes: the slowest worker's compute, and the
-        # rest of its calls (weights out, sums back, waiting).
-        times = self._figure("Update time (ms)", "update", x_range=x_range)
-        for y, color, label in (("compute_ms", "#2ca02c", "compute"),
-                                ("comm_ms", "#d62728", "communication")):
-            self.lines.append(times.line("update", y, source=self.sources["updates"],
-                                         color=color, line_width=2,
-                                         legend_label=label))
-        times.legend.location = "top_right"
-        self.plots = [
-            batch,
-            plot("Learning rate", "lr", x_range=x_range),
-            plot("Workers in use", "n_workers", x_range=x_range),
-            plot("Training loss", "loss", x_range=x_range),
-            plot("Examples per second", "examples_per_s", x_range=x_range),
-            self.signal_plot,
-            times,
-            epochs,
-        ]
-        self.workers = Div(text="", name="adadamp-workers",
-                           sizing_mode="stretch_width")
-        self.x_axis = RadioButtonGroup(labels=["model updates", "epochs"],
-                                       active=0, name="adadamp-x-axis")
-        self.x_axis.on_change("active", self._on_x_axis)
-        self.root = column(
-            row(self.select, self.x_axis, self.info, sizing_mode="stretch_width"),
-            gridplot(self.plots, ncols=2, sizing_mode="stretch_width",
-                     height=180, toolbar_location="right"),
-            self.workers,
-            sizing_mode="stretch_width", name="adadamp-root")
-
-    @staticmethod
-    def _figure(title, x, **kwargs):
-        from bokeh.plotting import figure
-
-        fig = figure(title=title, tools="pan,wheel_zoom,box_zoom,reset",
-                     x_axis_label="model update" if x == "update" else x,
-                     **kwargs)
-        fig.toolbar.logo = None
-        return fig
-
-    def update(self):
-        """Refresh from the plugin; cheap when nothing changed."""
-        if self.plugin.changes == self.seen_changes:
-            return
-        self.seen_changes = self.plugin.changes
-        fits = self.plugin.fits
-        if not fits:
-            return
-        latest = next(reversed(fits))
-        if self.follow_latest or self.fit_id not in fits:
-            self._show(latest)
-        options = [(k, f"{f.name} ({f.status})") for k, f in reversed(fits.items())]
-        if options != [tuple(o) for o in self.select.options]:
-            self.select.options = options
-        if self.select.value != self.fit_id:
-            self.select.value = self.fit_id
-        fit = fits[self.fit_id]
-        for table in ("updates", "epochs"):
-            self._stream(table, getattr(fit, table))
-        signal = SIGNAL_TITLES.get(fit.signal_name, fit.signal_name)
-        self.signal_plot.visible = signal is not None
-        if signal is not None and self.signal_plot.title.text != signal:
-            self.signal_plot.title.text = signal
-        text = self._info_text(fit)
-        if self.info.text != text:
-            self.info.text = text
-        text = self._workers_text(fit)
-        if self.workers.text != text:
-            self.workers.text = text
-
-    def _show(self, fit_id):
-        if fit_id != self.fit_id:
-            self.fit_id = fit_id
-            self.sent = {"updates": (-1, 0), "epochs": (-1, 0)}
-
-    def _on_x_axis(self, attr, old, new):
-        x, label = [("update", "model update"), ("epochs", "epochs")][new]
-        for line in self.lines:
-            line.glyph.x = x
-        for fig in self.plots[:-1]:  # the last one is per epoch already
-            fig.xaxis.axis_label = label
-
-    def _on_select(self, attr, old, new):
-        if new and new != self.fit_id and new in self.plugin.fits:
-            self.follow_latest = new == next(reversed(self.plugin.fits))
-            self._show(new)
-            self.seen_changes = -1
-            self.update()
-
-    def _stream(self, name, table):
-        import numpy as np
-
-        version, sent = self.sent[name]
-        if version == table.version and sent == len(table):
-            return
-        if version == table.version:
-            start = sent
-        else:
-            start = 0  # thinned or another fit: send it whole
-        # Floats, so that None (a gap) arrives as NaN.
-        new = {c: np.array(v[start:], dtype=float)
-               for c, v in table.columns.items()}
-        if start:
-            self.sources[name].stream(new)
-        else:
-            self.sources[name].data = new
-        self.sent[name] = (table.version, len(table))
-
-    @staticmethod
-    def _info_text(fit):
-        from html import escape
-
-        extras = ", ".join(f"{escape(str(k))}: {escape(str(v))}"
-                           for k, v in fit.info.items())
-        n_updates = fit.updates.seen
-        n_epochs = fit.epochs.seen
-        return (f"<b>{escape(fit.name)}</b> &mdash; {fit.status}, "
-                f"{n_updates} model updates, {n_epochs} epochs"
-                + (f"<br>{extras}" if extras else ""))
-
-    @staticmethod
-    def _workers_text(fit):
-        """Each worker's mean compute and communication per call."""
-        from html import escape
-
-        if not fit.workers:
-            return ""
-        rows = "".join(
-            f"<tr><td>{escape(str(addr))}</td><td>{escape(str(w.get('calls')))}</td>"
-            f"<td>{_ms(w.get('compute_ms'))}</td><td>{_ms(w.get('comm_ms'))}</td></tr>"
-            for addr, w in sorted(fit.workers.items()) if isinstance(w, dict))
-        return ("<b>Per worker</b> (means over the fit's calls)<table>"
-                "<tr><th>worker</th><th>calls</th><th>compute (ms)</th>"
-                "<th>communication (ms)</th></tr>" + rows + "</table>")
-
-
-def _ms(value):
-    return f"{value:.2f}" if isinstance(value, (int, float)) else "-"
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.write(messages.dumps(doc))

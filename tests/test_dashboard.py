@@ -20,7 +20,7 @@ from distributed import Client
 from skorch.callbacks import Callback
 from skorch.dataset import ValidSplit
 
-from dask_adadamp import dashboard
+from dask_adadamp import dashboard, messages
 from dask_adadamp.dampers import AdaDamp
 from dask_adadamp.dashboard import DashboardPlugin, FitMonitor
 
@@ -124,16 +124,18 @@ def test_plugin_stays_bounded():
     for name in "abcd":
         plugin.log_event("adadamp", {"fit": name, "kind": "start",
                                      "client": "Client-" + name})
-    # One fit too many: the oldest goes first.
-    assert list(plugin.fits) == ["b", "c", "d"]
+    # One fit too many, and all are running: the new one is not kept (a
+    # running fit is never evicted).
+    assert list(plugin.fits) == ["a", "b", "c"]
+    assert plugin.refused == {"running fits": 1}
     plugin.log_event("adadamp", {"fit": "b", "kind": "end", "status": "failed"})
     plugin.log_event("adadamp", {"fit": "e", "kind": "start"})
-    # The oldest finished one goes before a running one.
-    assert list(plugin.fits) == ["c", "d", "e"]
+    # The oldest ended one goes to make room.
+    assert list(plugin.fits) == ["a", "c", "e"]
 
-    plugin.log_event("adadamp", {"fit": "c", "kind": "updates",
+    plugin.log_event("adadamp", {"fit": "a", "kind": "updates",
                                  "updates": {"update": list(range(1, 21))}})
-    table = plugin.fits["c"].updates
+    table = plugin.fits["a"].updates
     # Thinned, not cut: still the whole fit, every stride-th update.
     assert len(table) < 8
     assert table.columns["update"] == list(range(1, 21, table.stride))
@@ -141,9 +143,324 @@ def test_plugin_stays_bounded():
     assert table.seen == 20 and table.version > 0
 
     # A client that leaves mid-fit never says "end".
-    plugin.remove_client(None, "Client-d")
-    assert plugin.fits["d"].status == "failed"
+    plugin.remove_client(None, "Client-c")
+    assert plugin.fits["c"].status == "failed"
     assert plugin.fits["e"].status == "running"
+
+
+def test_table_thins_as_one_row_at_a_time():
+    """_Table.extend copies slices; it keeps the rows that appending one
+    row at a time, thinning whenever full, would keep."""
+    import random
+
+    def reference(max_rows, batches):
+        columns, stride, seen, version = {"a": [], "b": []}, 1, 0, 0
+        for rows in batches:
+            for i in range(max((len(v) for v in rows.values()), default=0)):
+                if seen % stride == 0:
+                    for name, column in columns.items():
+                        column.append(rows[name][i] if name in rows else None)
+                seen += 1
+                if len(columns["a"]) >= max_rows:
+                    for column in columns.values():
+                        del column[1::2]
+                    stride, version = 2 * stride, version + 1
+        return columns, stride, seen, version
+
+    rng = random.Random(0)
+    for _ in range(500):
+        max_rows, start, batches = rng.randint(2, 20), 0, []
+        for _ in range(rng.randint(1, 8)):
+            k = rng.randint(0, 40)
+            batches.append({name: list(range(start, start + k))
+                            for name in ("a", "b") if rng.random() < 0.7})
+            start += k
+        table = dashboard._Table(("a", "b"), max_rows)
+        for rows in batches:
+            table.extend(rows)
+        assert (table.columns, table.stride, table.seen,
+                table.version) == reference(max_rows, batches)
+
+
+# --- untrusted messages (issue 13, item 5) --------------------------------------
+
+def started(**kwargs):
+    """A plugin with one running fit "a" (3 update rows, one epoch)."""
+    plugin = DashboardPlugin(**kwargs)
+    plugin.log_event("adadamp", {"fit": "a", "kind": "start", "name": "Net a",
+                                 "info": {"schedule": "AdaDamp()"},
+                                 "client": "Client-a"})
+    plugin.log_event("adadamp", {
+        "fit": "a", "kind": "epoch", "signal_name": "loss_ratio",
+        "updates": {"update": [1, 2, 3], "loss": [0.9, 0.8, float("nan")]},
+        "epochs": {"epoch": [1], "train_loss": [0.8]},
+        "workers": {"tcp://w1": {"calls": 3, "compute_ms": 1.0, "comm_ms": 2.0}}})
+    assert not plugin.refused
+    return plugin
+
+
+TOO_MANY_ROWS = {"update": [0] * 1_000_000}
+BAD_MESSAGES = {
+    "not a dict": "not a dict",
+    "bytes": b"\xff" * 10,
+    "None": None,
+    "a bytes value in a row": {"fit": "a", "kind": "updates",
+                               "updates": {"loss": [b"\xff"]}},
+    "a str in a row": {"fit": "a", "kind": "updates", "updates": {"loss": ["0.5"]}},
+    "a bool in a row": {"fit": "a", "kind": "updates", "updates": {"loss": [True]}},
+    "an int past 64 bits": {"fit": "a", "kind": "updates",
+                            "updates": {"update": [2**70]}},
+    "an unknown column": {"fit": "a", "kind": "updates", "updates": {"x": [1]}},
+    "columns of different lengths": {"fit": "a", "kind": "updates",
+                                     "updates": {"update": [4, 5], "loss": [0.1]}},
+    "rows not a dict": {"fit": "a", "kind": "updates", "updates": [[4, 0.1]]},
+    "a column not a list": {"fit": "a", "kind": "updates", "updates": {"update": 4}},
+    "10^6 rows": {"fit": "a", "kind": "updates", "updates": TOO_MANY_ROWS},
+    "a list signal_name": {"fit": "a", "kind": "updates",
+                           "signal_name": ["loss_ratio"]},
+    "workers not dicts": {"fit": "a", "kind": "updates", "workers": {"w": [1, 2]}},
+    "a str worker time": {"fit": "a", "kind": "updates",
+                          "workers": {"w": {"calls": 1, "compute_ms": "1"}}},
+    "too many workers": {"fit": "a", "kind": "updates",
+                         "workers": {f"w{i}": {} for i in range(5000)}},
+    "an unknown status": {"fit": "a", "kind": "end", "status": "exploded"},
+    "an unknown kind": {"fit": "a", "kind": "reset"},
+    "an unknown field": {"fit": "a", "kind": "updates", "payload": "x" * 10**6},
+    "a second start": {"fit": "a", "kind": "start", "name": "hijacked"},
+    "an unknown fit": {"fit": "zzz", "kind": "updates", "updates": {"update": [1]}},
+    "a non-dict info": {"fit": "b", "kind": "start", "info": "not a dict"},
+    "a bytes info value": {"fit": "b", "kind": "start", "info": {"k": b"\xff"}},
+    "a long info value": {"fit": "b", "kind": "start", "info": {"k": "x" * 10**6}},
+    "too much info": {"fit": "b", "kind": "start",
+                      "info": {f"k{i}": i for i in range(10**4)}},
+    "a long name": {"fit": "b", "kind": "start", "name": "x" * 10**6},
+    "a long fit id": {"fit": "b" * 10**4, "kind": "start"},
+    "an int fit id": {"fit": 7, "kind": "start"},
+    "a list fit id": {"fit": ["b"], "kind": "start"},
+    "a non-str client": {"fit": "b", "kind": "start", "client": ["Client-a"]},
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_MESSAGES))
+def test_a_bad_message_is_dropped_and_leaves_no_trace(name):
+    pytest.importorskip("bokeh")
+    plugin = started()
+    page = dashboard.AdadampPage(plugin)
+    page.update()
+    before = plugin.metrics()
+    plugin.log_event("adadamp", BAD_MESSAGES[name])  # never raises
+    # Dropped and counted: the fit is as it was, and no other appeared.
+    assert plugin.metrics() == before
+    assert sum(plugin.refused.values()) == 1
+    json.loads(messages.dumps(plugin.metrics()))
+    page.update()
+    assert page.fit_id == "a" and "Net a" in page.info.text
+
+
+def test_a_message_of_a_million_rows_is_refused_from_its_length():
+    plugin = started()
+    msg = {"fit": "a", "kind": "updates",
+           "updates": {"update": list(range(10**6)), "loss": [0.5] * 10**6}}
+    start = time.perf_counter()
+    plugin.log_event("adadamp", msg)
+    seconds = time.perf_counter() - start
+    assert plugin.refused == {"invalid": 1}
+    assert plugin.fits["a"].updates.seen == 3
+    # Reading the rows would take about 0.5 s; the lengths take microseconds.
+    assert seconds < 0.05
+    # A message at the limit is taken.
+    rows = messages.MAX_MESSAGE_ROWS
+    plugin.log_event("adadamp", {"fit": "a", "kind": "updates",
+                                 "updates": {"update": list(range(rows))}})
+    assert plugin.fits["a"].updates.seen == 3 + rows
+
+
+def test_forged_starts_never_evict_a_running_fit():
+    plugin = started()
+    # 25 starts from one client: it gets MAX_RUNNING_PER_CLIENT places.
+    for i in range(25):
+        plugin.log_event("adadamp", {"fit": f"forged{i}", "kind": "start",
+                                     "client": "Client-forger"})
+    assert plugin.refused == {"client's running fits":
+                              25 - dashboard.MAX_RUNNING_PER_CLIENT}
+    # 25 more, each naming another client (or none): the places run out,
+    # and the new fits are refused rather than evict a running one.
+    for i in range(25):
+        plugin.log_event("adadamp", {"fit": f"other{i}", "kind": "start",
+                                     "client": f"Client-{i}" if i % 2 else None})
+    assert len(plugin.fits) == dashboard.MAX_FITS
+    assert plugin.refused["running fits"] > 0
+    assert plugin.fits["a"].status == "running"
+    plugin.log_event("adadamp", {"fit": "a", "kind": "updates",
+                                 "updates": {"update": [4]}})
+    assert plugin.fits["a"].updates.columns["update"][-1] == 4
+
+    # Once the forger's client leaves, its fits are ended and make room.
+    plugin.remove_client(None, "Client-forger")
+    plugin.log_event("adadamp", {"fit": "new", "kind": "start",
+                                 "client": "Client-new"})
+    assert "new" in plugin.fits and "forged0" not in plugin.fits
+    assert "a" in plugin.fits
+
+
+def test_what_the_plugin_keeps_stays_bounded():
+    import gc
+    import tracemalloc
+
+    plugin = DashboardPlugin(max_fits=4, max_rows=500)
+    text = "x" * 1000
+
+    def flood(fit, client):
+        # Distinct strings (not one object repeated), as msgpack delivers.
+        plugin.log_event("adadamp", {
+            "fit": fit, "kind": "start", "client": client,
+            "info": {f"k{i}": text + str(i) for i in range(100)}})
+        plugin.log_event("adadamp", {"fit": fit, "kind": "start",
+                                     "client": client})
+        plugin.log_event("adadamp", {"fit": fit, "kind": "updates", "updates": {
+            "loss": [text + str(i) for i in range(500)]}})
+
+    flood("warm-up", "Client-0")
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for f in range(12):
+            flood(f"fit{f}", f"Client-{f % 3}")
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # ~2 MB of strings went by: none of it stays (the fits' few numbers do).
+    assert kept < 100_000
+    assert plugin.refused["invalid"] == 2 * 13
+    assert len(plugin.fits) == 4
+
+    # Valid rows, many: at most max_fits x max_rows are kept.
+    rows = {c: [0.5] * 2000 for c in dashboard.UPDATE_COLUMNS}
+    for fit in list(plugin.fits):
+        for _ in range(5):
+            plugin.log_event("adadamp", {"fit": fit, "kind": "updates",
+                                         "updates": rows})
+    assert all(len(f.updates) <= 500 and f.updates.seen == 10_000
+               for f in plugin.fits.values())
+
+
+def test_messages_after_the_end_are_dropped():
+    plugin = started()
+    plugin.log_event("adadamp", {"fit": "a", "kind": "end"})
+    before = plugin.metrics()
+    plugin.log_event("adadamp", {"fit": "a", "kind": "updates",
+                                 "updates": {"update": [4]}})
+    plugin.log_event("adadamp", {"fit": "a", "kind": "end", "status": "failed"})
+    assert plugin.metrics() == before
+    assert plugin.refused == {"ended fit": 2}
+
+
+def test_a_fit_whose_client_is_gone_is_evicted_first():
+    class Scheduler:
+        clients = {"Client-a": None}
+
+    plugin = started(max_fits=2)
+    plugin.scheduler = Scheduler()
+    # A start naming a client the scheduler does not have is refused.
+    plugin.log_event("adadamp", {"fit": "b", "kind": "start", "client": "Client-x"})
+    assert plugin.refused == {"client not connected": 1}
+    plugin.log_event("adadamp", {"fit": "b", "kind": "start", "client": "Client-a"})
+    assert plugin.refused == {"client not connected": 1}
+    assert list(plugin.fits) == ["a", "b"]
+    # Client-a is gone (without a remove_client: a missed one): its running
+    # fits no longer hold their places.
+    Scheduler.clients = {"Client-c": None}
+    plugin.log_event("adadamp", {"fit": "c", "kind": "start", "client": "Client-c"})
+    assert list(plugin.fits) == ["b", "c"]
+
+
+def test_refusals_are_logged_at_most_once_a_minute(monkeypatch):
+    import logging
+
+    class Lines(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.WARNING)
+            self.lines = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+
+    lines = Lines()
+    dashboard.logger.addHandler(lines)
+    clock = [1000.0]
+    monkeypatch.setattr(dashboard.time, "monotonic", lambda: clock[0])
+    try:
+        plugin = started()
+        for _ in range(500):
+            plugin.log_event("adadamp", {"fit": "a", "kind": "updates",
+                                         "updates": {"loss": ["x"]}})
+        clock[0] += dashboard.LOG_INTERVAL
+        plugin.log_event("adadamp", "not a dict")
+    finally:
+        dashboard.logger.removeHandler(lines)
+    assert len(lines.lines) == 2
+    assert "dropped 1 message" in lines.lines[0]
+    assert "dropped 500 message" in lines.lines[1]
+    assert plugin.refused == {"invalid": 501}
+
+
+def test_page_and_json_survive_whatever_is_stored():
+    pytest.importorskip("bokeh")
+    plugin = started()
+    page = dashboard.AdadampPage(plugin)
+    page.update()
+    # Values no message can store any more, put there by hand: the page
+    # and the JSON must still work (a bug, or a plugin of another version).
+    fit = plugin.fits["a"]
+    fit.info = "not a dict"
+    fit.signal_name = ["loss_ratio"]
+    fit.name = b"\xffname"
+    fit.workers = {"w1": [1, 2], 2: {"calls": "x", "compute_ms": float("inf")}}
+    fit.updates.columns["loss"][:] = [b"\xff", "0.5", float("nan")]
+    fit.epochs.columns["train_loss"][0] = object()
+    plugin.changes += 1
+    for page in (page, dashboard.AdadampPage(plugin)):  # open, and new
+        page.update()
+        assert "name" in page.info.text and "not a dict" in page.info.text
+        assert not page.signal_plot.visible
+    # Rows that are not numbers show as gaps.
+    assert np.isnan(page.sources["updates"].data["loss"]).all()
+    assert list(page.sources["updates"].data["update"]) == [1, 2, 3]
+    doc = json.loads(messages.dumps(plugin.metrics()))
+    [fit] = doc["fits"]
+    assert fit["updates"]["loss"] == ["\ufffd", "0.5", None]
+    assert fit["info"] == "not a dict"
+    # Even a value whose str raises, or a cycle.
+    class Evil:
+        def __str__(self):
+            raise RuntimeError("no")
+    cycle = []
+    cycle.append(cycle)
+    json.loads(messages.dumps({"fits": [Evil(), cycle, {Evil(): 1}]}))
+
+
+def test_the_monitor_sends_only_what_the_plugin_takes(monkeypatch):
+    monkeypatch.setattr(dashboard, "FLUSH_INTERVAL", 3600)
+    client = FakeClient()
+    monitor = FitMonitor(client, "N" * 1000, {f"k{i}": "v" * 1000 for i in range(100)})
+    n = 2 * messages.MAX_MESSAGE_ROWS + 1
+    for i in range(1, n + 1):
+        monitor.update({**record(i), "loss": "0.5", "lr": True,
+                        "signal_name": "s" * 1000},
+                       workers={f"tcp://{i}.{'h' * 300}": [2.0, 1.0]})
+    monitor.close()
+    plugin = DashboardPlugin(max_rows=10 * n)
+    for topic, msg in client.sent:
+        plugin.log_event(topic, msg)
+    assert not plugin.refused
+    [fit] = plugin.metrics()["fits"]
+    assert fit["updates"]["update"] == list(range(1, n + 1))
+    assert fit["updates"]["loss"] == [None] * n  # not numbers
+    assert len(fit["workers"]) == messages.MAX_WORKERS
+    assert all(len(m["updates"]["update"]) <= messages.MAX_MESSAGE_ROWS
+               for _, m in client.sent if "updates" in m)
 
 
 # --- the monitor --------------------------------------------------------------
@@ -208,7 +525,7 @@ def test_monitor_never_raises():
     monitor = FitMonitor(FakeClient(fail=("log_event",)), "Net")
     assert monitor.enabled
     monitor.update(record(1))
-    monitor.update({"update": object()})  # sent as its str
+    monitor.update({"update": object()})  # not a number: sent as None
     monitor.epoch(epoch_record(1, 1))
     monitor.close()
 
@@ -251,6 +568,81 @@ def test_local_cluster_metrics_and_buffered_sends(client, monkeypatch):
     [fit] = fits
     assert fit["status"] == "finished"
     assert fit["updates"]["update"] == list(range(1, 2001))
+
+
+def get_response(url):
+    """(status, headers, JSON or text) of a GET, errors included."""
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+            return response.status, response.headers, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read().decode()
+
+
+def plugin_state(dask_scheduler):
+    plugin = dask_scheduler.plugins[dashboard.PLUGIN_NAME]
+    events = [msg for _, msg in dask_scheduler.get_events("adadamp")]
+    return dict(plugin.refused), events
+
+
+def store_garbage(dask_scheduler, fit_id):
+    fit = dask_scheduler.plugins[dashboard.PLUGIN_NAME].fits[fit_id]
+    fit.info, fit.signal_name = b"\xff", ["x"]
+    fit.updates.columns["loss"].append(float("nan"))
+
+
+def test_forged_messages_through_a_local_cluster(client):
+    """Forged messages sent with client.log_event, as any client could: the
+    JSON keeps answering, the running fit stays, nothing big is kept."""
+    url = client.dashboard_link.rsplit("/", 1)[0]
+    monitor = FitMonitor(client, "real fit", {"schedule": "Constant(64)"})
+    monitor.update(record(1))
+    monitor.flush()
+    refused_before, _ = client.run_on_scheduler(plugin_state)
+    forged = [
+        {"fit": monitor.fit_id, "kind": "updates", "updates": {"loss": [b"\xff"]}},
+        {"fit": "forged", "kind": "start", "info": "not a dict"},
+        {"fit": monitor.fit_id, "kind": "updates", "signal_name": ["x"]},
+        {"fit": monitor.fit_id, "kind": "updates",
+         "updates": {"update": list(range(100_000))}},
+        {"fit": "ghost", "kind": "start", "client": "Client-gone"},
+        *({"fit": f"forged{i}", "kind": "start", "client": client.id}
+          for i in range(25)),
+    ]
+    for msg in forged:
+        client.log_event("adadamp", msg)
+    refused, events = client.run_on_scheduler(plugin_state)
+    new = {k: v - refused_before.get(k, 0) for k, v in refused.items()}
+    assert new == {"invalid": 4, "client not connected": 1,
+                   "client's running fits": 25 - (dashboard.MAX_RUNNING_PER_CLIENT - 1)}
+    # The refused messages are stubs in the scheduler's event log: the
+    # 100,000 rows are not kept there either.
+    stubs = [e for e in events[-len(forged):] if e.get("kind") == "refused"]
+    assert len(stubs) == len(forged) - (dashboard.MAX_RUNNING_PER_CLIENT - 1)
+    assert all(len(json.dumps(e)) < 1000 for e in stubs)
+
+    status, headers, body = get_response(url + "/adadamp/metrics.json")
+    assert status == 200
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    fits = {f["fit"]: f for f in json.loads(body)["fits"]}
+    assert fits[monitor.fit_id]["status"] == "running"
+    assert fits[monitor.fit_id]["updates"]["update"] == [1]
+    assert fits[monitor.fit_id]["signal_name"] == "loss_ratio"
+    monitor.update(record(2))
+    monitor.close()
+    [fit] = fits_of(url, monitor.fit_id)
+    assert fit["status"] == "finished"
+    assert fit["updates"]["update"] == [1, 2]
+
+    # Whatever got stored, the JSON answers, and the page too.
+    client.run_on_scheduler(store_garbage, fit_id=monitor.fit_id)
+    status, _, body = get_response(url + "/adadamp/metrics.json")
+    assert status == 200
+    [fit] = [f for f in json.loads(body)["fits"] if f["fit"] == monitor.fit_id]
+    assert fit["updates"]["loss"][-1] is None and fit["info"] == "\ufffd"
+    status, headers, _ = get_response(url + "/adadamp")
+    assert status == 200
+    assert headers["X-Content-Type-Options"] == "nosniff"
 
 
 def test_page_is_served_with_a_link_in_the_nav_bar(client):
