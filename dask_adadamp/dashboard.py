@@ -451,6 +451,11 @@ class DashboardPlugin(SchedulerPlugin):
             return
         try:
             self._take(msg)
+            # The plugin keeps what it took; the scheduler's event log (the
+            # topic's last 1000 messages, whatever their size) keeps a stub.
+            # Subscribers of the topic got the whole message already.
+            self._stub_event(msg, {"fit": msg["fit"], "kind": msg["kind"],
+                                   "rows": _rows(msg), "stored": True})
         except _Drop as e:
             self._refuse(msg, e.reason, e.detail)
         except Refused as e:
@@ -516,7 +521,8 @@ class DashboardPlugin(SchedulerPlugin):
             self.refused[reason] += 1
             self._unreported += 1
             detail = messages.dumps(detail)[:300]
-            self._stub_event(msg, reason, detail)
+            self._stub_event(msg, {"fit": None, "kind": "refused",
+                                   "reason": reason, "detail": detail})
             now = time.monotonic()
             if now - self._last_report >= LOG_INTERVAL:
                 logger.warning(
@@ -528,16 +534,15 @@ class DashboardPlugin(SchedulerPlugin):
         except Exception:  # noqa: BLE001 - never into the scheduler
             pass
 
-    def _stub_event(self, msg, reason, detail):
-        """Put a stub in place of the dropped ``msg`` in the scheduler's
-        event log (the last 1000 messages of the topic), so that a
-        message refused for its size does not stay in memory there."""
+    def _stub_event(self, msg, stub):
+        """Put ``stub`` in place of ``msg`` in the scheduler's event log
+        (the last 1000 messages of the topic), so that the log does not
+        hold up to 1000 messages of rows (about 0.9 GB at the limits)."""
         broker = getattr(self.scheduler, "_broker", None)  # distributed's own
         topic = getattr(broker, "_topics", {}).get(TOPIC)
         events = getattr(topic, "events", None)
         if events and events[-1][1] is msg:
-            events[-1] = (events[-1][0], {"fit": None, "kind": "refused",
-                                          "reason": reason, "detail": detail})
+            events[-1] = (events[-1][0], stub)
 
     def remove_client(self, scheduler, client):
         # A client that leaves mid-fit never sends "end".
@@ -552,6 +557,12 @@ class DashboardPlugin(SchedulerPlugin):
         first, or only the fit ``fit_id``."""
         return {"fits": [f.to_dict() for f in self.fits.values()
                          if fit_id is None or f.fit == fit_id]}
+
+
+def _rows(msg):
+    """Update and epoch rows in a checked message."""
+    return sum(len(next(iter(table.values()), ()))
+               for table in (msg.get("updates"), msg.get("epochs")) if table)
 
 
 class _Drop(Exception):
