@@ -30,15 +30,13 @@ import torch
 from sklearn.base import clone
 from sklearn.utils import check_random_state
 from skorch import NeuralNet, NeuralNetClassifier, NeuralNetRegressor
+from sklearn.utils.metadata_routing import _routing_enabled, process_routing
 from skorch.callbacks import ProgressBar as SkorchProgressBar
-from skorch.dataset import Dataset
-from skorch.utils import to_numpy
-from torch.nn.utils import parameters_to_vector
-from torch.utils.data import DataLoader, Subset
 
-from . import dashboard, engine
+from . import dashboard, engine, fitinputs, netcopy
 from .callbacks import ProgressBar
-from .dampers import _KINDS, BaseDamper, Constant, Progress, UpdateStats
+from .dampers import (_KINDS, BaseDamper, Constant, GradientDescent,
+                      Progress, UpdateStats)
 from .sampling import EpochSampler
 from .worker import ModelSpec
 
@@ -120,7 +118,17 @@ class DaskNetMixin:
         """Build ``damper_`` from ``batch_size`` and ``batch_size__*``."""
         kwargs = self.get_params_for("batch_size")
         spec = self.batch_size
-        if isinstance(spec, numbers.Integral):
+        train_size = fitinputs.train_batch_size(self)
+        if train_size is not None:
+            if not isinstance(spec, numbers.Integral):
+                raise ValueError(
+                    f"iterator_train__batch_size={train_size!r} and the schedule "
+                    f"batch_size={spec!r} both set the training batch size; "
+                    "pass one of them")
+            spec = train_size
+        if spec == -1:  # skorch's whole training set per batch
+            damper = GradientDescent()
+        elif isinstance(spec, numbers.Integral):
             if kwargs:
                 raise ValueError(
                     f"{sorted('batch_size__' + k for k in kwargs)} need a "
@@ -144,10 +152,12 @@ class DaskNetMixin:
         # prefixed parameters it knows; the schedule is ours to rebuild.
         schedule = {k: v for k, v in kwargs.items()
                     if k == "batch_size" or k.startswith("batch_size__")}
+        # iterator_train__batch_size sets the schedule too.
+        rebuild = bool(schedule) or any(k.startswith("iterator_train") for k in kwargs)
         super().set_params(**{k: v for k, v in kwargs.items() if k not in schedule})
         vars(self).update(schedule)
         self._params_to_validate.update(schedule)
-        if self.initialized_ and schedule:
+        if self.initialized_ and rebuild:
             self._check_params()
             self.initialize_damper()
         return self
@@ -160,7 +170,11 @@ class DaskNetMixin:
     @contextmanager
     def _on_client_device(self):
         device = self.device
-        self.device = _local_device(device)
+        local = _local_device(device)
+        if local == device:  # the usual case, and every chunk on a worker
+            yield
+            return
+        self.device = local
         try:
             yield
         finally:
@@ -191,13 +205,12 @@ class DaskNetMixin:
 
     def _check_params(self):
         bs = self.batch_size
-        if not (_positive_int(bs) or isinstance(bs, BaseDamper) or (
+        if not (_positive_int(bs) or bs == -1 or isinstance(bs, BaseDamper) or (
                 isinstance(bs, type) and issubclass(bs, BaseDamper))):
             raise ValueError(
-                f"batch_size={bs!r} is not accepted; pass a positive integer "
-                "or a schedule from dask_adadamp.dampers (a class or an "
-                "instance); for full-batch gradient descent, "
-                "dampers.GradientDescent")
+                f"batch_size={bs!r} is not accepted; pass a positive integer, "
+                "-1 (full-batch gradient descent, as in skorch), or a schedule "
+                "from dask_adadamp.dampers (a class or an instance)")
         if not _positive_int(self.grads_per_worker):
             raise ValueError(f"grads_per_worker={self.grads_per_worker!r} is not "
                              "accepted; it must be a positive integer")
@@ -248,27 +261,34 @@ class DaskNetMixin:
         The training data are placed on the cluster once for the whole
         call and released when it returns or fails.
         """
-        if fit_params:
-            raise TypeError(
-                f"fit parameters {sorted(fit_params)} are not supported: the "
-                "module's forward runs on the workers with X only")
         self._check_params()
         self.check_training_readiness()
         self._check_callbacks()
+        fitinputs.train_scoring_uncached(self)
         epochs = epochs if epochs is not None else self.max_epochs
-        X_train, y_train, dataset_train, dataset_valid = self._split(X, y)
-        self._check_loss_on_client(X_train, y_train)
+        split_params = fit_params
+        if _routing_enabled():  # as skorch routes them
+            split_params = process_routing(self, _routing_method, **fit_params).get(
+                "splitter", {"split": {}})["split"]
+        X_train, y_train, dataset_train, dataset_valid, fit_params = self._split(
+            X, y, fit_params, split_params)
+        self._check_loss_on_client(X_train, y_train, fit_params)
 
         with engine.seceded():
             return self._fit_on_cluster(X_train, y_train, dataset_train,
-                                        dataset_valid, epochs)
+                                        dataset_valid, epochs, fit_params)
+
+    #: Attributes that stay on the client when the net goes to the workers
+    #: (the fit's session and what it measured).
+    _client_only = ("client", "damper_", "lr_scale_", "_session", "_monitor",
+                    "_tick", "_epoch_rows", "_last_stats", "_last_timing")
 
     def _fit_on_cluster(self, X_train, y_train, dataset_train, dataset_valid,
-                        epochs):
+                        epochs, fit_params):
         client = engine.resolve_client(self.client)
         engine.check_device(client, self.device or "cpu")
-        spec = ModelSpec(engine.new_token(), self.module_, self.criterion_,
-                         self.device or "cpu", log_input=self._log_input())
+        spec = ModelSpec(engine.new_token(), self, device=self.device or "cpu",
+                         fit_params=fit_params, drop=self._client_only)
         shard_rows = engine.default_shard_rows(len(X_train), self.grads_per_worker)
         on_epoch_kwargs = {"dataset_train": dataset_train,
                            "dataset_valid": dataset_valid}
@@ -298,7 +318,8 @@ class DaskNetMixin:
                         self._record_epoch(session)
                         self.run_single_epoch(iterator_valid, training=False,
                                               prefix="valid",
-                                              step_fn=self.validation_step)
+                                              step_fn=self.validation_step,
+                                              **fit_params)
                         self.notify("on_epoch_end", **on_epoch_kwargs)
                         monitor.epoch(self._epoch_record())
                 finally:
@@ -376,11 +397,8 @@ class DaskNetMixin:
                 for ids in session.shard_ids]
 
     def _weights(self):
-        params = list(self.module_.parameters())
-        weights = parameters_to_vector(params).detach().cpu().numpy()
-        buffers = {name: b.detach().cpu().numpy()
-                   for name, b in self.module_.named_buffers()}
-        return weights, buffers
+        # Every module's and criterion's (netcopy.net_parameters' order).
+        return netcopy.flat_weights(self)
 
     def train_step(self, batch, **fit_params):
         """skorch's step, at the schedule's learning rate; records the
@@ -453,17 +471,9 @@ class DaskNetMixin:
                 f"{update_number} (epoch {len(self.history)}); the "
                 "estimator keeps the weights from before that update. "
                 "A smaller lr or a different batch size may help.")
-        with torch.no_grad():
-            for name, value in buffers.items():
-                self.module_.get_buffer(name).copy_(torch.from_numpy(value))
+        netcopy.set_buffers(self, buffers)
         mean = grad / count
-        offset = 0
-        for p in self.module_.parameters():
-            n = p.numel()
-            if p.requires_grad:
-                p.grad = torch.from_numpy(mean[offset:offset + n]).view_as(
-                    p).to(p.device)
-            offset += n
+        netcopy.set_gradients(self, mean)
         self._last_timing = sums.timing
         self._last_stats = UpdateStats(
             batch_size=count, loss=float(loss),
@@ -507,8 +517,9 @@ class DaskNetMixin:
 
     # --- data -------------------------------------------------------------
 
-    def _split(self, X, y):
-        """Training arrays for the cluster, and skorch's datasets."""
+    def _split(self, X, y, fit_params, split_params):
+        """Training rows for the cluster, skorch's datasets, and the fit
+        parameters every chunk gets as they are."""
         if isinstance(X, da.Array) or isinstance(y, da.Array):
             if self.train_split is not None:
                 raise ValueError(
@@ -516,18 +527,37 @@ class DaskNetMixin:
                     "dask arrays; pass train_split=None and score held-out "
                     "data with est.score(X_test, y_test)")
             X, y = self._check_dask(X, y)
-            return X, y, None, None
+            per_example, constant = fitinputs.split_fit_params(fit_params, X.shape[0])
+            if per_example:
+                raise ValueError(
+                    f"fit parameters {sorted(per_example)} hold one value per "
+                    "example, which is not accepted with dask arrays; pass "
+                    "numpy arrays, or make them columns of X")
+            return X, y, None, None, constant
         if y is None and not isinstance(X, torch.utils.data.Dataset):
             self.check_data(X, y)
-        X, y = _as_arrays(X, y)
-        _check_arrays(X, y)
+        X, y = fitinputs.as_arrays(X, y)
+        fitinputs.check_arrays(X, y)
         self.check_data(X, y)
-        dataset_train, dataset_valid = self.get_split_datasets(X, y)
-        X_train, y_train = _as_arrays(dataset_train, None)
-        if len(X_train) == 0:
+        per_example, constant = fitinputs.split_fit_params(fit_params, X.shape[0])
+        dataset = self.get_dataset(X, y)
+        dataset_train, dataset_valid = self.get_split_datasets(dataset, y, **split_params)
+        X_train, y_train = fitinputs.as_arrays(dataset_train, None)
+        if X_train.shape[0] == 0:
             raise ValueError("the training split holds no examples; "
                              "pass more data or train_split=None")
-        return X_train, y_train, dataset_train, dataset_valid
+        if per_example:
+            rows = fitinputs.train_indices(dataset, dataset_train, X.shape[0])
+            if rows is None or dataset_valid is not None:
+                raise ValueError(
+                    f"fit parameters {sorted(per_example)} hold one value per "
+                    "example, which is accepted with train_split=None only "
+                    f"(here train_split={self.train_split!r}); split the data "
+                    "before fit, or make them columns of X")
+            X_train = fitinputs.train_rows(X_train, per_example, rows)
+        else:
+            X_train = fitinputs.train_rows(X_train, {}, None)
+        return X_train, y_train, dataset_train, dataset_valid, constant
 
     def _check_dask(self, X, y):
         if y is None:
@@ -557,18 +587,28 @@ class DaskNetMixin:
         without pulling the target to the client."""
         return np.empty((0,) + y.shape[1:], y.dtype)
 
-    def _check_loss_on_client(self, X, y):
+    def _check_loss_on_client(self, X, y, fit_params):
         """Fail fast, before the cluster is touched, if the module or the
-        criterion cannot take this data."""
+        criterion cannot take this data.
+
+        The same 2-row forward initializes lazy parameters
+        (``torch.nn.LazyLinear``), seeded like the module itself.
+        """
         Xs, ys = X[:2], y[:2]
         if isinstance(Xs, da.Array):
             Xs, ys = Xs.compute(), ys.compute()
-        training = self.module_.training
-        self.module_.eval()
+        if isinstance(Xs, netcopy.Rows):
+            Xs, own = Xs.inputs()
+            fit_params = {**fit_params, **own}
+        Xs = torch.as_tensor(Xs)
+        lazy = netcopy.has_lazy_parameters(self)
+        self._set_training(False)
         try:
-            with torch.no_grad():
+            with torch.no_grad(), torch.random.fork_rng(devices=[], enabled=lazy):
+                if lazy:
+                    torch.manual_seed(self.seed_)
                 try:
-                    y_pred = self.infer(Xs)
+                    y_pred = self.infer(Xs, **fit_params)
                 except Exception as exc:
                     raise ValueError(
                         f"X of shape {tuple(X.shape)} and dtype {X.dtype} does "
@@ -580,18 +620,17 @@ class DaskNetMixin:
                     # wrong fit, so an error here.
                     with warnings.catch_warnings():
                         warnings.simplefilter("error", UserWarning)
-                        self.get_loss(y_pred, torch.as_tensor(ys))
+                        self.get_loss(y_pred, torch.as_tensor(ys), X=Xs,
+                                      training=False)
                 except Exception as exc:
+                    criterion = type(getattr(self, "criterion_", None)).__name__
                     raise ValueError(
                         f"y of shape {tuple(y.shape)} and dtype {y.dtype} does "
-                        f"not fit the criterion {type(self.criterion_).__name__}"
-                        f" for outputs of shape {tuple(y_pred.shape)}: {exc}"
+                        f"not fit the criterion {criterion} for outputs of "
+                        f"shape {tuple(getattr(y_pred, 'shape', ()))}: {exc}"
                     ) from exc
         finally:
-            self.module_.train(training)
-
-    def _log_input(self):
-        return False
+            self._set_training(True)
 
     # --- prediction ---------------------------------------------------------
 
@@ -698,47 +737,12 @@ def _local_device(device):
     >>> _local_device("cpu"), _local_device(None)
     ('cpu', None)
     """
-    if device is None:
-        return None
+    if device is None or device == "cpu":
+        return device
     kind = torch.device(device).type
     available = {"cpu": True, "cuda": torch.cuda.is_available(),
                  "mps": torch.backends.mps.is_available()}
     return device if available.get(kind, False) else "cpu"
-
-
-def _as_arrays(X, y):
-    """Numpy arrays from what skorch accepts: arrays, tensors, frames, or
-    a Dataset (or Subset of one) yielding ``(X, y)``."""
-    if isinstance(X, Subset) and isinstance(X.dataset, Dataset) and X.dataset.y is not None:
-        idx = np.asarray(X.indices)
-        return np.asarray(X.dataset.X)[idx], np.asarray(X.dataset.y)[idx]
-    if isinstance(X, Dataset) and X.y is not None:
-        return np.asarray(X.X), np.asarray(X.y)
-    if isinstance(X, torch.utils.data.Dataset):
-        if len(X) == 0:
-            raise ValueError("the Dataset X holds no examples")
-        Xb, yb = next(iter(DataLoader(X, batch_size=len(X), shuffle=False)))
-        return to_numpy(Xb), to_numpy(yb)
-    X = to_numpy(X) if isinstance(X, torch.Tensor) else np.asarray(X)
-    y = to_numpy(y) if isinstance(y, torch.Tensor) else np.asarray(y)
-    return X, y
-
-
-def _check_arrays(X, y):
-    if X.ndim == 0 or len(X) == 0:
-        raise ValueError(f"X of shape {X.shape} holds no examples")
-    if y.ndim == 0 or len(y) != len(X):
-        raise ValueError(
-            f"X has {len(X)} rows but y has {len(y) if y.ndim else 'no'} rows; "
-            "they must have the same length")
-    if X.dtype.kind in "fc" and not np.isfinite(X).all():
-        bad = np.argwhere(~np.isfinite(X))[0]
-        raise ValueError(
-            f"X contains NaN or infinite values (first at index "
-            f"{tuple(int(i) for i in bad)}); only finite numbers are accepted")
-    if X.dtype.kind not in "biufc":
-        raise ValueError(f"X of dtype {X.dtype} is not accepted; pass numbers "
-                         "(float32 for most torch modules)")
 
 
 class DaskClassifier(DaskNetMixin, NeuralNetClassifier):
@@ -771,9 +775,6 @@ class DaskClassifier(DaskNetMixin, NeuralNetClassifier):
     20
     >>> client.close(); cluster.close()
     """
-
-    def _log_input(self):
-        return isinstance(self.criterion_, torch.nn.NLLLoss)
 
     def _target_summary(self, y):
         # The classes: a reduction on the cluster, only the labels return.
