@@ -184,16 +184,16 @@ def train_scoring_uncached(net):
         if net.use_caching is True:
             raise ValueError(
                 f"use_caching=True is not accepted with the training-set "
-                f"scorer {name!r} (EpochScoring(on_train=True)): the workers "
+                f"score {cb.name or name!r} (EpochScoring(on_train=True)): the workers "
                 "return sums, not predictions; use use_caching='auto' or False")
         if net.use_caching == "auto" and cb.use_caching:
             cb = copy.copy(cb)
             cb.use_caching = False
             net.callbacks_[i] = (name, cb)
-            changed.append(name)
+            changed.append(cb.name or name)
     if changed:
         warnings.warn(
-            f"EpochScoring(on_train=True) callbacks {changed} score without "
+            f"EpochScoring(on_train=True) scores {changed} are computed without "
             "caching (use_caching=False): the workers return sums, not "
             "predictions, so the training data is predicted again on the "
             "client after each epoch", UserWarning, stacklevel=4)

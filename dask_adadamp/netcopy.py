@@ -141,10 +141,9 @@ def dump(net, drop=()):
     memo = {id(p): torch.nn.Parameter(torch.empty_like(p, device="meta"),
                                       requires_grad=p.requires_grad)
             for p in net_parameters(net)}
-    state = copy.deepcopy(state, memo)
     f = io.BytesIO()
     try:
-        cloudpickle.dump((type(net), state), f)
+        cloudpickle.dump((type(net), copy.deepcopy(state, memo)), f)
     except Exception as exc:
         bad = [k for k, v in state.items() if not _picklable(v)]
         raise TypeError(
