@@ -22,7 +22,8 @@ setup(
         "pandas",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2", "matplotlib", "selenium"],
+        # flaky: skorch's own tests import it (tests/skorch_compat)
+        "test": ["pytest>=7", "pytest-timeout>=2", "matplotlib", "selenium", "flaky"],
         "plot": ["matplotlib"],
         "demo": ["mnist1d>=0.0.2"],
     },

@@ -272,6 +272,8 @@ class DaskNetMixin:
                 "splitter", {"split": {}})["split"]
         X_train, y_train, dataset_train, dataset_valid, fit_params = self._split(
             X, y, fit_params, split_params)
+        if epochs == 0:  # as in skorch: nothing to train, nothing to check
+            return self
         self._check_loss_on_client(X_train, y_train, fit_params)
 
         with engine.seceded():
