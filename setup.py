@@ -22,8 +22,9 @@ setup(
         "pandas",
     ],
     extras_require={
-        # flaky: skorch's own tests import it (tests/skorch_compat)
-        "test": ["pytest>=7", "pytest-timeout>=2", "matplotlib", "selenium", "flaky"],
+        # flaky, safetensors: skorch's own tests use them (tests/skorch_compat)
+        "test": ["pytest>=7", "pytest-timeout>=2", "matplotlib", "selenium", "flaky",
+                 "safetensors"],
         "plot": ["matplotlib"],
         "demo": ["mnist1d>=0.0.2"],
     },

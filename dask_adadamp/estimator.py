@@ -194,6 +194,8 @@ class DaskNetMixin:
 
     def initialize_module(self):
         # Seed initialization without touching the caller's global RNG.
+        if not hasattr(self, "seed_"):  # _initialize_module before initialize
+            self.seed_ = self._base_seed()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed_)
             return super().initialize_module()
@@ -201,6 +203,10 @@ class DaskNetMixin:
     def _base_seed(self):
         if isinstance(self.random_state, numbers.Integral):
             return int(self.random_state)
+        if self.random_state is None:
+            # From torch's global generator, which skorch's initialization
+            # draws from: torch.manual_seed(n) before a fit repeats it.
+            return int(torch.randint(2**31 - 1, ()))
         return int(check_random_state(self.random_state).randint(2**31 - 1))
 
     def _check_params(self):
@@ -270,15 +276,15 @@ class DaskNetMixin:
         if _routing_enabled():  # as skorch routes them
             split_params = process_routing(self, _routing_method, **fit_params).get(
                 "splitter", {"split": {}})["split"]
-        X_train, y_train, dataset_train, dataset_valid, fit_params = self._split(
+        X_train, y_train, dataset_train, dataset_valid, constant = self._split(
             X, y, fit_params, split_params)
         if epochs == 0:  # as in skorch: nothing to train, nothing to check
             return self
-        self._check_loss_on_client(X_train, y_train, fit_params)
+        self._check_loss_on_client(X_train, y_train, constant)
 
         with engine.seceded():
             return self._fit_on_cluster(X_train, y_train, dataset_train,
-                                        dataset_valid, epochs, fit_params)
+                                        dataset_valid, epochs, constant, fit_params)
 
     #: Attributes that stay on the client when the net goes to the workers
     #: (the fit's session and what it measured).
@@ -286,11 +292,14 @@ class DaskNetMixin:
                     "_tick", "_epoch_rows", "_last_stats", "_last_timing")
 
     def _fit_on_cluster(self, X_train, y_train, dataset_train, dataset_valid,
-                        epochs, fit_params):
+                        epochs, constant, fit_params):
+        # The chunks get the constant fit parameters, and their own rows of
+        # those with one value per example (placed with X); validation gets
+        # them all as skorch hands them to every batch, whole.
         client = engine.resolve_client(self.client)
         engine.check_device(client, self.device or "cpu")
         spec = ModelSpec(engine.new_token(), self, device=self.device or "cpu",
-                         fit_params=fit_params, drop=self._client_only)
+                         fit_params=constant, drop=self._client_only)
         shard_rows = engine.default_shard_rows(len(X_train), self.grads_per_worker)
         on_epoch_kwargs = {"dataset_train": dataset_train,
                            "dataset_valid": dataset_valid}
@@ -475,13 +484,16 @@ class DaskNetMixin:
                 "A smaller lr or a different batch size may help.")
         netcopy.set_buffers(self, buffers)
         mean = grad / count
-        netcopy.set_gradients(self, mean)
+        # skorch's gradient: of the batch's mean, or of its sum where the
+        # criterion sums (the schedules read the mean either way).
+        netcopy.set_gradients(self, mean if self._session.spec.mean else grad)
         self._last_timing = sums.timing
         self._last_stats = UpdateStats(
             batch_size=count, loss=float(loss),
             sq_norm=float(mean.astype(np.float64) @ mean.astype(np.float64)),
             chunk_sizes=sums.chunk_sizes, chunk_sq_norms=sums.chunk_sq_norms)
-        return {"loss": torch.tensor(loss), "y_pred": None}
+        return {"loss": torch.tensor(loss if self._session.spec.mean else sums.loss),
+                "y_pred": None}
 
     def _record_epoch(self, session):
         batches = [b for b in self.history[-1, "batches"] if "batch_size" in b]
@@ -538,11 +550,17 @@ class DaskNetMixin:
             return X, y, None, None, constant
         if y is None and not isinstance(X, torch.utils.data.Dataset):
             self.check_data(X, y)
+        given, y_given = X, y
         X, y = fitinputs.as_arrays(X, y)
         fitinputs.check_arrays(X, y)
         self.check_data(X, y)
         per_example, constant = fitinputs.split_fit_params(fit_params, X.shape[0])
-        dataset = self.get_dataset(X, y)
+        # A Dataset is split as the user gave it (skorch's stratified split
+        # refuses y=None), arrays as arrays.
+        if isinstance(given, torch.utils.data.Dataset):
+            dataset, y = given, y_given
+        else:
+            dataset = self.get_dataset(X, y)
         dataset_train, dataset_valid = self.get_split_datasets(dataset, y, **split_params)
         X_train, y_train = fitinputs.as_arrays(dataset_train, None)
         if X_train.shape[0] == 0:
@@ -550,12 +568,13 @@ class DaskNetMixin:
                              "pass more data or train_split=None")
         if per_example:
             rows = fitinputs.train_indices(dataset, dataset_train, X.shape[0])
-            if rows is None or dataset_valid is not None:
+            if rows is None:
                 raise ValueError(
                     f"fit parameters {sorted(per_example)} hold one value per "
-                    "example, which is accepted with train_split=None only "
-                    f"(here train_split={self.train_split!r}); split the data "
-                    "before fit, or make them columns of X")
+                    f"example, but train_split={self.train_split!r} made a "
+                    "training set of its own, so their training rows are "
+                    "unknown; use train_split=None or a split returning "
+                    "Subsets of the dataset (skorch's ValidSplit)")
             X_train = fitinputs.train_rows(X_train, per_example, rows)
         else:
             X_train = fitinputs.train_rows(X_train, {}, None)

@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 import scipy.sparse
 import torch
-from skorch.callbacks import EpochScoring
+from skorch.callbacks import BatchScoring, EpochScoring
 from skorch.dataset import Dataset, unpack_data
 from skorch.utils import to_numpy
 from torch.utils.data import DataLoader, Subset
@@ -170,7 +170,7 @@ def check_arrays(X, y):
 
 
 def train_scoring_uncached(net):
-    """Turn caching off, with a warning, for every ``EpochScoring`` that
+    """Refuse ``BatchScoring(on_train=True)``; turn caching off, with a warning, for every ``EpochScoring`` that
     scores the training data with cached predictions: the workers return
     sums of losses and gradients, not predictions. Such a scorer then
     predicts the training data on the client after each epoch, as skorch
@@ -179,6 +179,12 @@ def train_scoring_uncached(net):
     """
     changed = []
     for i, (name, cb) in enumerate(net.callbacks_):
+        if isinstance(cb, BatchScoring) and cb.on_train:
+            raise ValueError(
+                f"callback {name!r}: BatchScoring(on_train=True) is not "
+                "accepted: an update's rows and predictions stay on the "
+                "workers; score the training data with "
+                "EpochScoring(on_train=True)")
         if not (isinstance(cb, EpochScoring) and cb.on_train):
             continue
         if net.use_caching is True:

@@ -12,7 +12,7 @@ import scipy.sparse
 import torch
 from skorch import NeuralNetRegressor
 from skorch.callbacks import EpochScoring
-from skorch.dataset import ValidSplit
+from skorch.dataset import Dataset, ValidSplit
 
 from dask_adadamp import DaskClassifier, DaskRegressor
 
@@ -170,11 +170,12 @@ def test_per_example_fit_params_follow_their_rows(client):
                           grads_per_worker=16, lr=1e-4)
     est.fit(X, y, row=np.arange(n), scale=0.5)
     assert est.history[-1, "model_updates"] == 8
-    # skorch hands fit parameters to train_split too.
+    # skorch hands fit parameters to train_split too. A split that makes
+    # datasets of its own leaves the training rows of `row` unknown.
     def split(dataset, y=None, **fit_params):
-        return ValidSplit(5)(dataset, y)
+        return Dataset(dataset.X[:150], dataset.y[:150]), None
 
-    with pytest.raises(ValueError, match=r"fit parameters \['row'\] .*train_split=None"):
+    with pytest.raises(ValueError, match=r"fit parameters \['row'\] .*training rows are unknown"):
         make_classifier(module=RowIndexModule, client=client,
                         train_split=split).fit(X, y, row=np.arange(n))
 
@@ -249,3 +250,12 @@ def test_unpicklable_attribute_is_named(client, small_data):
     est.my_lock_ = __import__("threading").Lock()
     with pytest.raises(TypeError, match=r"\['my_lock_'\] cannot be pickled"):
         est.partial_fit(*small_data)
+
+
+def test_sum_reduced_criterion_trains_as_in_skorch(client, linear_data):
+    X, y = linear_data
+    ours, theirs = fit_both(DaskRegressor, NeuralNetRegressor, X, y, client,
+                            criterion__reduction="sum", lr=0.001)
+    torch.testing.assert_close(all_weights(ours), all_weights(theirs), rtol=1e-5, atol=1e-6)
+    assert ours.history[-1, "train_loss"] == pytest.approx(theirs.history[-1, "train_loss"],
+                                                           rel=1e-5)

@@ -21,6 +21,10 @@ def main(args):
 
     tests = os.path.dirname(skorch.tests.__file__)
     sys.path.insert(0, HERE)
+    if os.environ.get("SKORCH_COMPAT_JSON"):
+        os.environ["SKORCH_COMPAT_JSON"] = os.path.abspath(os.environ["SKORCH_COMPAT_JSON"])
+    # skorch's tests open some files by paths relative to skorch's parent.
+    os.chdir(os.path.dirname(os.path.dirname(tests)))
     return pytest.main(
         [os.path.join(tests, f) for f in FILES]
         + ["-c", os.path.join(HERE, "pytest.ini"), "--rootdir", tests,
