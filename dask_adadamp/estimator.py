@@ -59,7 +59,9 @@ class DaskNetMixin:
     random_state : int, numpy.random.RandomState or None (default=None)
         Seeds the module's initialization, the placement of the data and
         every update's sample. With an int, fits are repeatable bit for
-        bit, whatever the number of workers.
+        bit, whatever the number of workers. With None the seed is drawn
+        from torch's global generator, so ``torch.manual_seed(n)`` before
+        a fit repeats it, as with skorch.
     min_workers, max_workers : int or None (default=None)
         When either is set, the fit holds the cluster behind the client
         (``client.cluster``: LocalCluster, dask-jobqueue, dask-kubernetes,
