@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from sklearn.base import clone
 from sklearn.utils import check_random_state
-from skorch import NeuralNet, NeuralNetClassifier, NeuralNetRegressor
 from sklearn.utils.metadata_routing import _routing_enabled, process_routing
+from skorch import NeuralNet, NeuralNetClassifier, NeuralNetRegressor
 from skorch.callbacks import ProgressBar as SkorchProgressBar
 
 from . import dashboard, engine, fitinputs, netcopy
@@ -568,6 +568,7 @@ class DaskNetMixin:
         if X_train.shape[0] == 0:
             raise ValueError("the training split holds no examples; "
                              "pass more data or train_split=None")
+        rows = None
         if per_example:
             rows = fitinputs.train_indices(dataset, dataset_train, X.shape[0])
             if rows is None:
@@ -577,9 +578,7 @@ class DaskNetMixin:
                     "training set of its own, so their training rows are "
                     "unknown; use train_split=None or a split returning "
                     "Subsets of the dataset (skorch's ValidSplit)")
-            X_train = fitinputs.train_rows(X_train, per_example, rows)
-        else:
-            X_train = fitinputs.train_rows(X_train, {}, None)
+        X_train = fitinputs.train_rows(X_train, per_example, rows)
         return X_train, y_train, dataset_train, dataset_valid, constant
 
     def _check_dask(self, X, y):
@@ -623,7 +622,6 @@ class DaskNetMixin:
         if isinstance(Xs, netcopy.Rows):
             Xs, own = Xs.inputs()
             fit_params = {**fit_params, **own}
-        Xs = torch.as_tensor(Xs)
         lazy = netcopy.has_lazy_parameters(self)
         self._set_training(False)
         try:
