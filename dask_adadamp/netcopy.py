@@ -52,6 +52,11 @@ CLIENT_ONLY = frozenset({
     "dataset", "iterator_train", "iterator_valid"})
 
 
+#: The net's methods a chunk calls on the workers.
+WORKER_METHODS = frozenset({"infer", "get_loss", "_set_training",
+                            "_merge_x_and_fit_params"})
+
+
 def components(net):
     """The net's initialized modules and criteria, ``{attribute: object}``
     in ``_modules`` then ``_criteria`` order (a criterion may be a plain
@@ -135,6 +140,11 @@ def dump(net, drop=()):
     """
     drop = CLIENT_ONLY | set(drop) | {name + "_" for name in net._optimizers}
     state = {k: v for k, v in vars(net).items() if k not in drop}
+    # Methods replaced on the instance (a test's mock of net.score) stay
+    # behind, but those a chunk calls.
+    for name in [k for k in state if k not in WORKER_METHODS
+                 and callable(getattr(type(net), k, None))]:
+        del state[name]
     # One deepcopy of the whole state with the parameters swapped for meta
     # tensors: only structure is copied, and a module that two attributes
     # share (a criterion holding the module) stays shared.

@@ -259,3 +259,15 @@ def test_sum_reduced_criterion_trains_as_in_skorch(client, linear_data):
     torch.testing.assert_close(all_weights(ours), all_weights(theirs), rtol=1e-5, atol=1e-6)
     assert ours.history[-1, "train_loss"] == pytest.approx(theirs.history[-1, "train_loss"],
                                                            rel=1e-5)
+
+
+def test_method_replaced_on_the_net_stays_on_the_client(client, small_data):
+    est = make_classifier(client=client)
+    est.initialize()
+    lock = __import__("threading").Lock()
+    est.score = lambda X, y=None: lock and 1.0  # holds an unpicklable lock
+    est.partial_fit(*small_data)
+    assert est.score(None) == 1.0
+    est.get_loss = lambda *a, **k: lock
+    with pytest.raises(TypeError, match=r"\['get_loss'\] cannot be pickled"):
+        est.partial_fit(*small_data)
