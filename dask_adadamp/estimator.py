@@ -556,7 +556,10 @@ class DaskNetMixin:
         X, y = fitinputs.as_arrays(X, y)
         fitinputs.check_arrays(X, y)
         self.check_data(X, y)
-        per_example, constant = fitinputs.split_fit_params(fit_params, X.shape[0])
+        n = fitinputs.n_rows(X)
+        if isinstance(X, dict):  # skorch's own check and message
+            self._merge_x_and_fit_params(X, fit_params)
+        per_example, constant = fitinputs.split_fit_params(fit_params, n)
         # A Dataset is split as the user gave it (skorch's stratified split
         # refuses y=None), arrays as arrays.
         if isinstance(given, torch.utils.data.Dataset):
@@ -565,12 +568,12 @@ class DaskNetMixin:
             dataset = self.get_dataset(X, y)
         dataset_train, dataset_valid = self.get_split_datasets(dataset, y, **split_params)
         X_train, y_train = fitinputs.as_arrays(dataset_train, None)
-        if X_train.shape[0] == 0:
+        if fitinputs.n_rows(X_train) == 0:
             raise ValueError("the training split holds no examples; "
                              "pass more data or train_split=None")
         rows = None
         if per_example:
-            rows = fitinputs.train_indices(dataset, dataset_train, X.shape[0])
+            rows = fitinputs.train_indices(dataset, dataset_train, n)
             if rows is None:
                 raise ValueError(
                     f"fit parameters {sorted(per_example)} hold one value per "

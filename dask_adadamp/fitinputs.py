@@ -2,7 +2,9 @@
 
 - The training arrays (:func:`as_arrays`, :func:`check_arrays`): numpy
   arrays, tensors, frames, scipy.sparse matrices (kept sparse, densified
-  per chunk on the workers) or a Dataset yielding ``(X, y)``.
+  per chunk on the workers), a dict of arrays (skorch passes its items to
+  the module's ``forward`` as keyword arguments) or a Dataset yielding
+  ``(X, y)``.
 - Fit parameters (:func:`split_fit_params`): those with one value per
   example are placed with the data and sliced with every chunk
   (:class:`~dask_adadamp.netcopy.Rows`); the others reach every chunk's
@@ -17,6 +19,7 @@
 import copy
 import numbers
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 import scipy.sparse
@@ -92,11 +95,19 @@ def split_fit_params(fit_params, n_samples):
     return per_example, constant
 
 
+def n_rows(X):
+    """Examples in X: an array, sparse matrix or dict of arrays."""
+    if isinstance(X, Mapping):
+        return n_rows(next(iter(X.values())))
+    return X.shape[0]
+
+
 def train_rows(X_train, per_example, indices):
     """X for the cluster: X itself, or :class:`~dask_adadamp.netcopy.Rows`
-    holding sparse X and/or the training rows (``indices`` of the data the
-    fit was given) of the per-example fit parameters."""
-    if not per_example and not scipy.sparse.issparse(X_train):
+    holding a sparse X or a dict X, and/or the training rows (``indices`` of
+    the data the fit was given) of the per-example fit parameters."""
+    if not (per_example or scipy.sparse.issparse(X_train)
+            or isinstance(X_train, Mapping)):
         return X_train
     if scipy.sparse.issparse(X_train):
         X_train = X_train.tocsr()
@@ -129,24 +140,33 @@ def as_arrays(X, y):
         # skorch's own check and message for a Dataset yielding one item.
         Xb, yb = unpack_data(next(iter(DataLoader(X, batch_size=len(X),
                                                   shuffle=False))))
-        return to_numpy(Xb), to_numpy(yb)
+        return _as_array(Xb), to_numpy(yb)
     y = to_numpy(y) if isinstance(y, torch.Tensor) else np.asarray(y)
     return _as_array(X), y
 
 
 def _as_array(X):
+    if isinstance(X, Mapping):
+        return {k: _as_array(v) for k, v in X.items()}
     if scipy.sparse.issparse(X):
         return X.tocsr()
     return to_numpy(X) if isinstance(X, torch.Tensor) else np.asarray(X)
 
 
 def _rows_of(X, idx):
-    return _as_array(X)[idx]
+    X = _as_array(X)
+    return {k: v[idx] for k, v in X.items()} if isinstance(X, dict) else X[idx]
 
 
 def check_arrays(X, y):
     """Raise ValueError for training arrays the workers cannot use, naming
     what is wrong and what is accepted."""
+    if isinstance(X, dict):
+        if not X:
+            raise ValueError("X is an empty dict; pass arrays as its values")
+        for value in X.values():
+            check_arrays(value, y)
+        return
     if isinstance(X, np.ndarray) and X.dtype == object and X.ndim == 0:
         raise ValueError(
             f"X of type {type(X.item()).__name__} is not accepted; pass a "

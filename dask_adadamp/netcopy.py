@@ -224,9 +224,10 @@ def chunk_loss(net, X, y, fit_params, training, mean, n):
 
 
 class Rows:
-    """Training rows with what goes with each row: X (a numpy array or a
+    """Training rows with what goes with each row: X (a numpy array, a
     scipy.sparse matrix, densified per chunk as skorch's Dataset densifies
-    each row) and the fit parameters that hold one value per example.
+    each row, or a dict of arrays) and the fit parameters that hold one
+    value per example.
     Indexing takes the same rows of all of them, so a shard of ``Rows`` is
     placed, moved and sliced per chunk like a shard of X.
 
@@ -242,27 +243,37 @@ class Rows:
         self.fit_params = dict(fit_params or {})
 
     def __getitem__(self, rows):
-        return Rows(self.X[rows], {k: v[rows] for k, v in self.fit_params.items()})
+        X = ({k: v[rows] for k, v in self.X.items()} if isinstance(self.X, dict)
+             else self.X[rows])
+        return Rows(X, {k: v[rows] for k, v in self.fit_params.items()})
+
+    def _arrays(self):
+        return list(self.X.values()) if isinstance(self.X, dict) else [self.X]
 
     def __len__(self):
-        return self.X.shape[0]
+        return self._arrays()[0].shape[0]
 
     @property
     def shape(self):
-        return self.X.shape
+        return self._arrays()[0].shape
 
     @property
     def dtype(self):
-        return self.X.dtype
+        return self._arrays()[0].dtype
 
     @property
     def nbytes(self):
-        X = self.X
-        own = (X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
-               if hasattr(X, "indptr") else X.nbytes)
+        own = sum(X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
+                  if hasattr(X, "indptr") else X.nbytes for X in self._arrays())
         return own + sum(v.nbytes for v in self.fit_params.values())
 
     def inputs(self):
-        """``(X, fit_params)`` for ``net.infer``: X dense."""
-        X = self.X.toarray() if hasattr(self.X, "toarray") else self.X
-        return np.asarray(X), self.fit_params
+        """``(X, fit_params)`` for ``net.infer``: X dense (a dict stays a
+        dict)."""
+        if isinstance(self.X, dict):
+            return {k: _dense(v) for k, v in self.X.items()}, self.fit_params
+        return _dense(self.X), self.fit_params
+
+
+def _dense(X):
+    return np.asarray(X.toarray() if hasattr(X, "toarray") else X)

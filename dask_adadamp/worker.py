@@ -256,6 +256,9 @@ def _inputs(spec, X):
     if isinstance(X, netcopy.Rows):
         X, own = X.inputs()
         fit_params = {**fit_params, **own}
+    if isinstance(X, dict):  # skorch's infer passes the items as keywords
+        return {k: torch.as_tensor(v, device=spec.device)
+                for k, v in X.items()}, fit_params
     return torch.as_tensor(X, device=spec.device), fit_params
 
 

@@ -271,3 +271,23 @@ def test_method_replaced_on_the_net_stays_on_the_client(client, small_data):
     est.get_loss = lambda *a, **k: lock
     with pytest.raises(TypeError, match=r"\['get_loss'\] cannot be pickled"):
         est.partial_fit(*small_data)
+
+
+class TwoInputs(torch.nn.Module):
+    def __init__(self, **ignored):
+        super().__init__()
+        self.a = torch.nn.Linear(3, 1)
+        self.b = torch.nn.Linear(2, 1)
+
+    def forward(self, left, right):
+        return self.a(left) + self.b(right)
+
+
+def test_dict_X_trains_as_in_skorch(client, linear_data):
+    X, y = linear_data
+    X = {"left": X[:, :3], "right": X[:, 3:]}
+    ours, theirs = fit_both(DaskRegressor, NeuralNetRegressor, X, y, client,
+                            module=TwoInputs)
+    torch.testing.assert_close(all_weights(ours), all_weights(theirs), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="^X and fit_params contain duplicate keys: right$"):
+        ours.fit(X, y, right=1)

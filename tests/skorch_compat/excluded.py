@@ -12,7 +12,6 @@ NAN = ("its module feeds logits to NLLLoss (no softmax), so the loss is NaN from
        "by design")
 FILES = ("needs skorch's data files (skorch/tests/net_cuda.pkl, net_cuda.pt, "
          "optimizer_cuda.pt), which skorch's wheel does not ship")
-DICT_X = "X as a dict of arrays is not supported by the Dask classes (README)"
 
 EXCLUDED = {
     # the class's name
@@ -70,6 +69,7 @@ EXCLUDED = {
     "callbacks/test_training.py::TestInputShapeSetter::test_module_name": NAN,
     "test_net.py::TestMetadataRouting::test_fit_with_extra_params_does_not_break_valid_split": NAN,
     "test_net.py::TestMetadataRouting::test_groups_routed_to_train_split": NAN,
+    "test_net.py::TestNeuralNet::test_data_dict_and_fit_params": NAN,
     # not runnable from skorch's wheel
     "test_net.py::TestNeuralNet::test_pickle_load": FILES,
     "test_net.py::TestNeuralNet::test_load_cuda_params_to_cpu": FILES,
@@ -77,8 +77,6 @@ EXCLUDED = {
     "callbacks/test_logging.py::TestPrintLog::": (
         "asserts skorch's exact epoch table; the Dask classes record more per epoch "
         "(model_updates, n_examples, batch_size, lr, n_workers), which PrintLog prints"),
-    "test_net.py::TestNeuralNet::test_data_dict_and_fit_params": DICT_X,
-    "test_net.py::TestMetadataRouting::test_pipeline_with_dict_x_and_groups_routing": DICT_X,
     "test_net.py::TestNeuralNet::test_net_variable_label_lengths": (
         "targets of different lengths per example (an object array) cannot be placed "
         "on the workers as an array"),
