@@ -10,6 +10,7 @@ summary counts passes and failures among the tests that build a Dask class;
 """
 import os
 import sys
+import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FILES = ["test_net.py", "test_classifier.py", "test_regressor.py", "callbacks"]
@@ -23,8 +24,8 @@ def main(args):
     sys.path.insert(0, HERE)
     if os.environ.get("SKORCH_COMPAT_JSON"):
         os.environ["SKORCH_COMPAT_JSON"] = os.path.abspath(os.environ["SKORCH_COMPAT_JSON"])
-    # skorch's tests open some files by paths relative to skorch's parent.
-    os.chdir(os.path.dirname(os.path.dirname(tests)))
+    # Some of skorch's tests write files (Checkpoint) where they run.
+    os.chdir(tempfile.mkdtemp(prefix="skorch-compat-"))
     return pytest.main(
         [os.path.join(tests, f) for f in FILES]
         + ["-c", os.path.join(HERE, "pytest.ini"), "--rootdir", tests,
