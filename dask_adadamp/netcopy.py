@@ -6,7 +6,9 @@ net's own class (with the user's overrides of ``infer``, ``get_loss`` and
 ``_modules`` and ``_criteria``, e.g. ``module_``, ``criterion_`` and any a
 subclass adds in ``initialize_module``) with their parameters on PyTorch's
 meta device, their buffers, and the net's plain attributes. History,
-callbacks, optimizers, the client and the data stay on the client.
+callbacks, optimizers, the client and the data stay on the client, as do
+methods replaced on the instance (a mock of ``net.score``) other than
+those a chunk calls (:data:`WORKER_METHODS`).
 
 A chunk then runs skorch's ``train_step_single`` on the worker's copy:
 ``net.infer(Xi, **fit_params)`` and ``net.get_loss(y_pred, yi, X=Xi,
