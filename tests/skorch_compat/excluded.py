@@ -6,7 +6,8 @@ every parametrization of a listed test is excluded with it.
 NAME = "asserts the class's own name in a message or repr (skorch's NeuralNet*, here Dask*)"
 CALLS = ("records calls made inside the module, criterion or net in a list or mock "
          "of the test's process; those calls run on the workers")
-MOCK = "patches a unittest.mock object onto the net, which cannot be pickled to the workers"
+MOCK = ("patches a unittest.mock object onto the net's criterion, which does not survive "
+        "pickling to the workers (and its calls would happen there)")
 NAN = ("its module feeds logits to NLLLoss (no softmax), so the loss is NaN from the "
        "first update: skorch trains on, the Dask classes stop with FloatingPointError "
        "by design")
