@@ -22,8 +22,10 @@ setup(
         "pandas",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2", "matplotlib", "selenium",
-                 "cryptography"],  # a TLS cluster in tests (Security.temporary)
+        # flaky, safetensors: skorch's own tests use them (tests/skorch_compat);
+        # cryptography: a TLS cluster in tests (Security.temporary)
+        "test": ["pytest>=7", "pytest-timeout>=2", "matplotlib", "selenium", "flaky",
+                 "safetensors", "cryptography"],
         "plot": ["matplotlib"],
         "demo": ["mnist1d>=0.0.2"],
     },

@@ -143,6 +143,10 @@ def seceded():
     try:
         get_worker()
     except ValueError:
+        in_task = False
+    else:
+        in_task = True
+    if not in_task:  # outside the except: the fit's errors chain to nothing
         yield
         return
     secede()

@@ -32,16 +32,14 @@ import numpy as np
 import torch
 from sklearn.base import clone
 from sklearn.utils import check_random_state
+from sklearn.utils.metadata_routing import _routing_enabled, process_routing
 from skorch import NeuralNet, NeuralNetClassifier, NeuralNetRegressor
 from skorch.callbacks import ProgressBar as SkorchProgressBar
-from skorch.dataset import Dataset
-from skorch.utils import to_numpy
-from torch.nn.utils import parameters_to_vector
-from torch.utils.data import DataLoader, Subset
 
-from . import dashboard, engine
+from . import dashboard, engine, fitinputs, netcopy
 from .callbacks import ProgressBar
-from .dampers import _KINDS, BaseDamper, Constant, Progress, UpdateStats
+from .dampers import (_KINDS, BaseDamper, Constant, GradientDescent,
+                      Progress, UpdateStats)
 from .sampling import EpochSampler
 from .worker import ModelSpec
 
@@ -64,7 +62,9 @@ class DaskNetMixin:
     random_state : int, numpy.random.RandomState or None (default=None)
         Seeds the module's initialization, the placement of the data and
         every update's sample. With an int, fits are repeatable bit for
-        bit, whatever the number of workers.
+        bit, whatever the number of workers. With None the seed is drawn
+        from torch's global generator, so ``torch.manual_seed(n)`` before
+        a fit repeats it, as with skorch.
     min_workers, max_workers : int or None (default=None)
         When either is set, the fit holds the cluster behind the client
         (``client.cluster``: LocalCluster, dask-jobqueue, dask-kubernetes,
@@ -123,7 +123,17 @@ class DaskNetMixin:
         """Build ``damper_`` from ``batch_size`` and ``batch_size__*``."""
         kwargs = self.get_params_for("batch_size")
         spec = self.batch_size
-        if isinstance(spec, numbers.Integral):
+        train_size = fitinputs.train_batch_size(self)
+        if train_size is not None:
+            if not isinstance(spec, numbers.Integral):
+                raise ValueError(
+                    f"iterator_train__batch_size={train_size!r} and the schedule "
+                    f"batch_size={spec!r} both set the training batch size; "
+                    "pass one of them")
+            spec = train_size
+        if spec == -1:  # skorch's whole training set per batch
+            damper = GradientDescent()
+        elif isinstance(spec, numbers.Integral):
             if kwargs:
                 raise ValueError(
                     f"{sorted('batch_size__' + k for k in kwargs)} need a "
@@ -147,10 +157,12 @@ class DaskNetMixin:
         # prefixed parameters it knows; the schedule is ours to rebuild.
         schedule = {k: v for k, v in kwargs.items()
                     if k == "batch_size" or k.startswith("batch_size__")}
+        # iterator_train__batch_size sets the schedule too.
+        rebuild = bool(schedule) or any(k.startswith("iterator_train") for k in kwargs)
         super().set_params(**{k: v for k, v in kwargs.items() if k not in schedule})
         vars(self).update(schedule)
         self._params_to_validate.update(schedule)
-        if self.initialized_ and schedule:
+        if self.initialized_ and rebuild:
             self._check_params()
             self.initialize_damper()
         return self
@@ -163,7 +175,11 @@ class DaskNetMixin:
     @contextmanager
     def _on_client_device(self):
         device = self.device
-        self.device = _local_device(device)
+        local = _local_device(device)
+        if local == device:  # the usual case, and every chunk on a worker
+            yield
+            return
+        self.device = local
         try:
             yield
         finally:
@@ -185,6 +201,8 @@ class DaskNetMixin:
         # Seed initialization without touching the caller's global RNG. The
         # generator is the process's: fits starting at once in threads take
         # turns, or one's seed would initialize another's module.
+        if not hasattr(self, "seed_"):  # _initialize_module before initialize
+            self.seed_ = self._base_seed()
         with _SEEDED_INIT, torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed_)
             return super().initialize_module()
@@ -192,17 +210,20 @@ class DaskNetMixin:
     def _base_seed(self):
         if isinstance(self.random_state, numbers.Integral):
             return int(self.random_state)
+        if self.random_state is None:
+            # From torch's global generator, which skorch's initialization
+            # draws from: torch.manual_seed(n) before a fit repeats it.
+            return int(torch.randint(2**31 - 1, ()))
         return int(check_random_state(self.random_state).randint(2**31 - 1))
 
     def _check_params(self):
         bs = self.batch_size
-        if not (_positive_int(bs) or isinstance(bs, BaseDamper) or (
+        if not (_positive_int(bs) or bs == -1 or isinstance(bs, BaseDamper) or (
                 isinstance(bs, type) and issubclass(bs, BaseDamper))):
             raise ValueError(
-                f"batch_size={bs!r} is not accepted; pass a positive integer "
-                "or a schedule from dask_adadamp.dampers (a class or an "
-                "instance); for full-batch gradient descent, "
-                "dampers.GradientDescent")
+                f"batch_size={bs!r} is not accepted; pass a positive integer, "
+                "-1 (full-batch gradient descent, as in skorch), or a schedule "
+                "from dask_adadamp.dampers (a class or an instance)")
         if not _positive_int(self.grads_per_worker):
             raise ValueError(f"grads_per_worker={self.grads_per_worker!r} is not "
                              "accepted; it must be a positive integer")
@@ -254,27 +275,39 @@ class DaskNetMixin:
         The training data are placed on the cluster once for the whole
         call and released when it returns or fails.
         """
-        if fit_params:
-            raise TypeError(
-                f"fit parameters {sorted(fit_params)} are not supported: the "
-                "module's forward runs on the workers with X only")
         self._check_params()
         self.check_training_readiness()
         self._check_callbacks()
+        fitinputs.train_scoring_uncached(self)
         epochs = epochs if epochs is not None else self.max_epochs
-        X_train, y_train, dataset_train, dataset_valid = self._split(X, y)
-        self._check_loss_on_client(X_train, y_train)
+        split_params = fit_params
+        if _routing_enabled():  # as skorch routes them
+            split_params = process_routing(self, _routing_method, **fit_params).get(
+                "splitter", {"split": {}})["split"]
+        X_train, y_train, dataset_train, dataset_valid, constant = self._split(
+            X, y, fit_params, split_params)
+        if epochs == 0:  # as in skorch: nothing to train, nothing to check
+            return self
+        self._check_loss_on_client(X_train, y_train, constant)
 
         with engine.seceded():
             return self._fit_on_cluster(X_train, y_train, dataset_train,
-                                        dataset_valid, epochs)
+                                        dataset_valid, epochs, constant, fit_params)
+
+    #: Attributes that stay on the client when the net goes to the workers
+    #: (the fit's session and what it measured).
+    _client_only = ("client", "damper_", "lr_scale_", "_session", "_monitor",
+                    "_tick", "_epoch_rows", "_last_stats", "_last_timing")
 
     def _fit_on_cluster(self, X_train, y_train, dataset_train, dataset_valid,
-                        epochs):
+                        epochs, constant, fit_params):
+        # The chunks get the constant fit parameters, and their own rows of
+        # those with one value per example (placed with X); validation gets
+        # them all as skorch hands them to every batch, whole.
         client = engine.resolve_client(self.client)
         engine.check_device(client, self.device or "cpu")
-        spec = ModelSpec(engine.new_token(), self.module_, self.criterion_,
-                         self.device or "cpu", log_input=self._log_input())
+        spec = ModelSpec(engine.new_token(), self, device=self.device or "cpu",
+                         fit_params=constant, drop=self._client_only)
         shard_rows = (None if isinstance(X_train, da.Array) else
                       engine.default_shard_rows(len(X_train), self.grads_per_worker))
         on_epoch_kwargs = {"dataset_train": dataset_train,
@@ -307,7 +340,8 @@ class DaskNetMixin:
                         self._record_epoch(session)
                         self.run_single_epoch(iterator_valid, training=False,
                                               prefix="valid",
-                                              step_fn=self.validation_step)
+                                              step_fn=self.validation_step,
+                                              **fit_params)
                         self.notify("on_epoch_end", **on_epoch_kwargs)
                         monitor.epoch(self._epoch_record())
                 finally:
@@ -394,11 +428,8 @@ class DaskNetMixin:
                 for ids in session.shard_ids]
 
     def _weights(self):
-        params = list(self.module_.parameters())
-        weights = parameters_to_vector(params).detach().cpu().numpy()
-        buffers = {name: b.detach().cpu().numpy()
-                   for name, b in self.module_.named_buffers()}
-        return weights, buffers
+        # Every module's and criterion's (netcopy.net_parameters' order).
+        return netcopy.flat_weights(self)
 
     def train_step(self, batch, **fit_params):
         """skorch's step, at the schedule's learning rate; records the
@@ -471,23 +502,18 @@ class DaskNetMixin:
                 f"{update_number} (epoch {len(self.history)}); the "
                 "estimator keeps the weights from before that update. "
                 "A smaller lr or a different batch size may help.")
-        with torch.no_grad():
-            for name, value in buffers.items():
-                self.module_.get_buffer(name).copy_(torch.from_numpy(value))
+        netcopy.set_buffers(self, buffers)
         mean = grad / count
-        offset = 0
-        for p in self.module_.parameters():
-            n = p.numel()
-            if p.requires_grad:
-                p.grad = torch.from_numpy(mean[offset:offset + n]).view_as(
-                    p).to(p.device)
-            offset += n
+        # skorch's gradient: of the batch's mean, or of its sum where the
+        # criterion sums (the schedules read the mean either way).
+        netcopy.set_gradients(self, mean if self._session.spec.mean else grad)
         self._last_timing = sums.timing
         self._last_stats = UpdateStats(
             batch_size=count, loss=float(loss),
             sq_norm=float(mean.astype(np.float64) @ mean.astype(np.float64)),
             chunk_sizes=sums.chunk_sizes, chunk_sq_norms=sums.chunk_sq_norms)
-        return {"loss": torch.tensor(loss), "y_pred": None}
+        return {"loss": torch.tensor(loss if self._session.spec.mean else sums.loss),
+                "y_pred": None}
 
     def _record_epoch(self, session):
         batches = [b for b in self.history[-1, "batches"] if "batch_size" in b]
@@ -525,8 +551,9 @@ class DaskNetMixin:
 
     # --- data -------------------------------------------------------------
 
-    def _split(self, X, y):
-        """Training arrays for the cluster, and skorch's datasets."""
+    def _split(self, X, y, fit_params, split_params):
+        """Training rows for the cluster, skorch's datasets, and the fit
+        parameters every chunk gets as they are."""
         if isinstance(X, da.Array) or isinstance(y, da.Array):
             if self.train_split is not None:
                 raise ValueError(
@@ -534,18 +561,46 @@ class DaskNetMixin:
                     "dask arrays; pass train_split=None and score held-out "
                     "data with est.score(X_test, y_test)")
             X, y = self._check_dask(X, y)
-            return X, y, None, None
+            per_example, constant = fitinputs.split_fit_params(fit_params, X.shape[0])
+            if per_example:
+                raise ValueError(
+                    f"fit parameters {sorted(per_example)} hold one value per "
+                    "example, which is not accepted with dask arrays; pass "
+                    "numpy arrays, or make them columns of X")
+            return X, y, None, None, constant
         if y is None and not isinstance(X, torch.utils.data.Dataset):
             self.check_data(X, y)
-        X, y = _as_arrays(X, y)
-        _check_arrays(X, y)
+        given, y_given = X, y
+        X, y = fitinputs.as_arrays(X, y)
+        fitinputs.check_arrays(X, y)
         self.check_data(X, y)
-        dataset_train, dataset_valid = self.get_split_datasets(X, y)
-        X_train, y_train = _as_arrays(dataset_train, None)
-        if len(X_train) == 0:
+        n = fitinputs.n_rows(X)
+        if isinstance(X, dict):  # skorch's own check and message
+            self._merge_x_and_fit_params(X, fit_params)
+        per_example, constant = fitinputs.split_fit_params(fit_params, n)
+        # A Dataset is split as the user gave it (skorch's stratified split
+        # refuses y=None), arrays as arrays.
+        if isinstance(given, torch.utils.data.Dataset):
+            dataset, y = given, y_given
+        else:
+            dataset = self.get_dataset(X, y)
+        dataset_train, dataset_valid = self.get_split_datasets(dataset, y, **split_params)
+        X_train, y_train = fitinputs.as_arrays(dataset_train, None)
+        if fitinputs.n_rows(X_train) == 0:
             raise ValueError("the training split holds no examples; "
                              "pass more data or train_split=None")
-        return X_train, y_train, dataset_train, dataset_valid
+        rows = None
+        if per_example:
+            rows = fitinputs.train_indices(dataset, dataset_train, n)
+            if rows is None:
+                raise ValueError(
+                    f"fit parameters {sorted(per_example)} hold one value per "
+                    f"example, but train_split={self.train_split!r} made a "
+                    "training set of its own, so their training rows are "
+                    "unknown; use train_split=None or a split returning "
+                    "Subsets of the dataset (skorch's ValidSplit)")
+        X_train = fitinputs.train_rows(X_train, per_example, rows)
+        return X_train, y_train, dataset_train, dataset_valid, constant
 
     def _check_dask(self, X, y):
         if y is None:
@@ -575,16 +630,25 @@ class DaskNetMixin:
         without pulling the target to the client."""
         return np.empty((0,) + y.shape[1:], y.dtype)
 
-    def _check_loss_on_client(self, X, y):
+    def _check_loss_on_client(self, X, y, fit_params):
         """Fail fast, before the cluster is touched, if the module or the
-        criterion cannot take this data."""
+        criterion cannot take this data.
+
+        The same 2-row forward initializes lazy parameters
+        (``torch.nn.LazyLinear``), seeded like the module itself.
+        """
         Xs, ys = _head(X), _head(y)
-        training = self.module_.training
-        self.module_.eval()
+        if isinstance(Xs, netcopy.Rows):
+            Xs, own = Xs.inputs()
+            fit_params = {**fit_params, **own}
+        lazy = netcopy.has_lazy_parameters(self)
+        self._set_training(False)
         try:
-            with torch.no_grad():
+            with torch.no_grad(), torch.random.fork_rng(devices=[], enabled=lazy):
+                if lazy:
+                    torch.manual_seed(self.seed_)
                 try:
-                    y_pred = self.infer(Xs)
+                    y_pred = self.infer(Xs, **fit_params)
                 except Exception as exc:
                     raise ValueError(
                         f"X of shape {tuple(X.shape)} and dtype {X.dtype} does "
@@ -596,18 +660,17 @@ class DaskNetMixin:
                     # wrong fit, so an error here.
                     with warnings.catch_warnings():
                         warnings.simplefilter("error", UserWarning)
-                        self.get_loss(y_pred, torch.as_tensor(ys))
+                        self.get_loss(y_pred, torch.as_tensor(ys), X=Xs,
+                                      training=False)
                 except Exception as exc:
+                    criterion = type(getattr(self, "criterion_", None)).__name__
                     raise ValueError(
                         f"y of shape {tuple(y.shape)} and dtype {y.dtype} does "
-                        f"not fit the criterion {type(self.criterion_).__name__}"
-                        f" for outputs of shape {tuple(y_pred.shape)}: {exc}"
+                        f"not fit the criterion {criterion} for outputs of "
+                        f"shape {tuple(getattr(y_pred, 'shape', ()))}: {exc}"
                     ) from exc
         finally:
-            self.module_.train(training)
-
-    def _log_input(self):
-        return False
+            self._set_training(True)
 
     # --- prediction ---------------------------------------------------------
 
@@ -744,52 +807,12 @@ def _local_device(device):
     >>> _local_device("cpu"), _local_device(None)
     ('cpu', None)
     """
-    if device is None:
-        return None
+    if device is None or device == "cpu":
+        return device
     kind = torch.device(device).type
     available = {"cpu": True, "cuda": torch.cuda.is_available(),
                  "mps": torch.backends.mps.is_available()}
     return device if available.get(kind, False) else "cpu"
-
-
-def _as_arrays(X, y):
-    """Numpy arrays from what skorch accepts: arrays, tensors, frames, or
-    a Dataset (or Subset of one) yielding ``(X, y)``."""
-    if isinstance(X, Subset) and isinstance(X.dataset, Dataset) and X.dataset.y is not None:
-        idx = np.asarray(X.indices)
-        return np.asarray(X.dataset.X)[idx], np.asarray(X.dataset.y)[idx]
-    if isinstance(X, Dataset) and X.y is not None:
-        return np.asarray(X.X), np.asarray(X.y)
-    if isinstance(X, torch.utils.data.Dataset):
-        if len(X) == 0:
-            raise ValueError("the Dataset X holds no examples")
-        Xb, yb = next(iter(DataLoader(X, batch_size=len(X), shuffle=False)))
-        return to_numpy(Xb), to_numpy(yb)
-    X = to_numpy(X) if isinstance(X, torch.Tensor) else np.asarray(X)
-    y = to_numpy(y) if isinstance(y, torch.Tensor) else np.asarray(y)
-    return X, y
-
-
-def _check_arrays(X, y):
-    if X.ndim == 0 or len(X) == 0:
-        raise ValueError(f"X of shape {X.shape} holds no examples")
-    if y.ndim == 0 or len(y) != len(X):
-        raise ValueError(
-            f"X has {len(X)} rows but y has {len(y) if y.ndim else 'no'} rows; "
-            "they must have the same length")
-    if X.dtype.kind in "fc" and not np.isfinite(X).all():
-        bad = np.argwhere(~np.isfinite(X))[0]
-        raise ValueError(
-            f"X contains NaN or infinite values (first at index "
-            f"{tuple(int(i) for i in bad)}); only finite numbers are accepted")
-    if X.dtype.kind not in "biufc":
-        raise ValueError(f"X of dtype {X.dtype} is not accepted; pass numbers "
-                         "(float32 for most torch modules)")
-    if y.dtype.kind in "fc" and not np.isfinite(y).all():
-        bad = np.argwhere(~np.isfinite(y))[0]
-        raise ValueError(
-            f"y contains NaN or infinite values (first at index "
-            f"{tuple(int(i) for i in bad)}); only finite numbers are accepted")
 
 
 class DaskClassifier(DaskNetMixin, NeuralNetClassifier):
@@ -822,9 +845,6 @@ class DaskClassifier(DaskNetMixin, NeuralNetClassifier):
     20
     >>> client.close(); cluster.close()
     """
-
-    def _log_input(self):
-        return isinstance(self.criterion_, torch.nn.NLLLoss)
 
     def _target_summary(self, y):
         # The classes: a reduction on the cluster, only the labels return.

@@ -1,21 +1,21 @@
 """What runs on the Dask workers: pure functions of (weights, shard, rows).
 
 Nothing here imports the estimator. A worker's handler (see
-:mod:`dask_adadamp.extension`) receives the model once per fit as a
-:class:`ModelSpec` (a few kilobytes: the module's structure without its
-weights), then with every update the weights as one flat float32 buffer and
+:mod:`dask_adadamp.extension`) receives the fit's net once as a
+:class:`ModelSpec` (a few kilobytes: the net's class, modules and criteria
+without their weights, see :mod:`dask_adadamp.netcopy`; unpickling it
+imports the net's class), then with every update the weights as one flat float32 buffer and
 the rows of the shards it holds, and returns sums. The same inputs give the same bits on any
 worker, which is what makes updates independent of the cluster's size.
 """
-import copy
-import io
 import threading
 import time
 
-import cloudpickle
 import numpy as np
 import torch
 from torch.nn.utils import parameters_to_vector
+
+from . import netcopy
 
 # Models built on this worker process, by fit token. Building one costs a
 # deserialization and an allocation; an update costs neither.
@@ -27,81 +27,67 @@ _SPECS = {}
 
 
 class ModelSpec:
-    """A module's structure and the loss it is trained with, minus weights.
+    """What the workers compute with in one fit: the net without its weights.
 
     Parameters
     ----------
     token : str
-        Names the fit; workers cache the built model under it.
-    module : torch.nn.Module
-        The initialized module. Its parameters are replaced by meta
-        tensors before pickling, so the spec stays small whatever the
-        model's size; buffers (e.g. batch-norm statistics) are kept.
-    criterion : torch.nn.Module
-        The initialized criterion.
+        Names the fit; workers cache the built net under it.
+    net : skorch.NeuralNet or torch.nn.Module
+        The initialized net: its class, modules, criteria and plain
+        attributes travel (see :mod:`dask_adadamp.netcopy`), with the
+        parameters on the meta device, so the spec stays small whatever
+        the model's size; buffers (e.g. batch-norm statistics) are kept.
+        A torch module with ``criterion`` is trained as skorch's plain
+        ``NeuralNet(module, criterion=criterion)`` would.
+    criterion : torch.nn.Module or None
+        Only with a module as ``net``.
     device : str
         Where the worker computes (``"cpu"``, ``"cuda"``, ...).
-    log_input : bool
-        Apply ``log`` to the module's output before the criterion, as
-        skorch's classifier does for ``NLLLoss`` on probabilities.
+    fit_params : dict or None
+        Fit parameters passed as they are to every chunk's ``infer`` (those
+        with one value per example travel with the data instead:
+        :class:`dask_adadamp.netcopy.Rows`).
+    drop : iterable of str
+        Attributes of the net that stay on the client.
 
     Examples
     --------
     >>> import torch
     >>> spec = ModelSpec("fit-0", torch.nn.Linear(3, 2),
     ...                  torch.nn.MSELoss(), "cpu")
-    >>> module, criterion = spec.build()
-    >>> module.weight.shape
+    >>> net = spec.build()
+    >>> net.module_.weight.shape
     torch.Size([2, 3])
     """
 
-    def __init__(self, token, module, criterion, device, log_input=False):
+    def __init__(self, token, net, criterion=None, device="cpu",
+                 fit_params=None, drop=()):
+        if criterion is not None:
+            from skorch import NeuralNet
+            net = NeuralNet(net, criterion=criterion, device=None).initialize()
         self.token = token
         self.device = str(device)
-        self.log_input = log_input
-        buffers = {name: b.detach().cpu().clone()
-                   for name, b in module.named_buffers()}
-        # Pickle a copy whose parameters live on the meta device: only
-        # structure travels; weights come with every update.
-        skeleton = _meta_copy(module)
-        f = io.BytesIO()
-        cloudpickle.dump((skeleton, buffers, copy.deepcopy(criterion).cpu()), f)
-        self.payload = f.getvalue()
+        self.fit_params = dict(fit_params or {})
+        self.mean = netcopy.is_mean_reduced(net)
+        self.payload = netcopy.dump(net, drop)
 
     def build(self):
-        """Return ``(module, criterion)`` on ``self.device``."""
-        skeleton, buffers, criterion = cloudpickle.loads(self.payload)
-        module = skeleton.to_empty(device=self.device)
-        for name, value in buffers.items():
-            _set_buffer(module, name, value.to(self.device))
-        return module, criterion.to(self.device)
-
-
-def _meta_copy(module):
-    params = dict(module.named_parameters())
-    # deepcopy with the parameters swapped for meta tensors, so the copy
-    # never holds a second set of real weights.
-    memo = {id(p): torch.nn.Parameter(torch.empty_like(p, device="meta"),
-                                      requires_grad=p.requires_grad)
-            for p in params.values()}
-    return copy.deepcopy(module, memo)
-
-
-def _set_buffer(module, name, value):
-    *path, leaf = name.split(".")
-    for part in path:
-        module = getattr(module, part)
-    module._buffers[leaf] = value
+        """Return the net, its parameters allocated on ``self.device``."""
+        return netcopy.load(self.payload, self.device)
 
 
 def _model(spec):
     with _MODELS_LOCK:
         entry = _MODELS.get(spec.token)
         if entry is None:
-            module, criterion = spec.build()
+            net = spec.build()
             # One lock per model: calls on a multi-threaded worker
-            # share the module's parameters and must not interleave.
-            entry = (module, criterion, threading.Lock())
+            # share the net's parameters and must not interleave. The
+            # parameter and buffer lists are the same every update
+            # (walking the modules for them is not free).
+            entry = (net, netcopy.net_parameters(net), netcopy.net_buffers(net),
+                     threading.Lock())
             _MODELS[spec.token] = entry
         return entry
 
@@ -132,16 +118,23 @@ def chunk_gradient(spec, weights, buffers, X, y, rows, seed,
                    return_buffers=False, sq_norm=True, loaded=False):
     """Sum of per-example gradients and losses over ``rows`` of one shard.
 
+    skorch's ``train_step_single`` on the fit's net: every module and
+    criterion in training mode, ``net.infer`` and ``net.get_loss`` (see
+    :func:`dask_adadamp.netcopy.chunk_loss` for the sum).
+
     Parameters
     ----------
     spec : ModelSpec
     weights : numpy.ndarray
-        Flat float32 buffer of all parameters, in ``module.parameters()``
-        order.
+        Flat float32 buffer of all parameters of the net's modules and
+        criteria, in :func:`dask_adadamp.netcopy.net_parameters` order.
     buffers : dict of str to numpy.ndarray
-        The module's buffers (batch-norm running statistics), or ``{}``.
+        The buffers (batch-norm running statistics) by
+        :func:`dask_adadamp.netcopy.net_buffers` name, or ``{}``.
     X, y : numpy.ndarray
-        One shard of the training data.
+        One shard of the training data; X may be a
+        :class:`dask_adadamp.netcopy.Rows` (sparse X, per-example fit
+        parameters).
     rows : numpy.ndarray of int
         The shard's rows this chunk uses.
     seed : int
@@ -183,26 +176,21 @@ def chunk_gradient(spec, weights, buffers, X, y, rows, seed,
     >>> g.shape, n
     ((3,), 4)
     """
-    module, criterion, lock = _model(spec)
+    net, params, own_buffers, lock = _model(spec)
     device = spec.device
     with lock:
-        params = (_params(module) if loaded
-                  else _load(module, weights, buffers, device))
-        xb = torch.as_tensor(_take(X, rows), device=device)
+        if not loaded:
+            _load(params, own_buffers, weights, buffers)
+            # skorch's train_step_single: every module and criterion in
+            # training mode (after a loss evaluation left them in eval).
+            netcopy.set_training(net, True)
+        xb, fit_params = _inputs(spec, _take(X, rows))
         yb = torch.as_tensor(_take(y, rows), device=device)
-        _mode(module, True)
-        _mode(criterion, True)
         for p in params:
             p.grad = None  # backward hands over fresh gradients, no add
         _seed(seed, device)
-        out = module(xb)
-        if spec.log_input:
-            out = torch.log(out + torch.finfo(out.dtype).eps)
-        loss = criterion(out, yb)
-        # A mean-reduced criterion averages over the chunk; the reduction
-        # needs sums so chunks of any size add up to the batch's mean.
-        if getattr(criterion, "reduction", "mean") == "mean":
-            loss = loss * len(rows)
+        loss = netcopy.chunk_loss(net, xb, yb, fit_params, True, spec.mean,
+                                  len(rows))
         loss.backward()
         # One copy into a flat buffer. Measured: cheaper than pointing the
         # gradients into one buffer beforehand, where backward adds into it.
@@ -218,7 +206,7 @@ def chunk_gradient(spec, weights, buffers, X, y, rows, seed,
         result = (grad.cpu().numpy(), float(loss.detach()), len(rows), norm)
         if return_buffers:
             result += ({name: b.detach().cpu().numpy().copy()
-                        for name, b in module.named_buffers()},)
+                        for name, b in own_buffers.items()},)
         return result
 
 
@@ -233,22 +221,6 @@ def _seed(seed, device):
         torch.cuda.manual_seed(seed)
 
 
-def _mode(module, training):
-    """``module.train(training)``, skipped when it is in that mode already
-    (it walks every submodule: 0.14 ms a chunk for a small MLP)."""
-    if module.training != training:
-        module.train(training)
-
-
-def _params(module):
-    """The module's parameters, listed once per module (the list is the same
-    every update; walking the submodules for it is not free)."""
-    params = module.__dict__.get("_adadamp_params")
-    if params is None:
-        params = module.__dict__["_adadamp_params"] = list(module.parameters())
-    return params
-
-
 def _take(array, rows):
     """``array[rows]``; a slice, not a copy, when the rows are consecutive."""
     rows = np.asarray(rows)
@@ -258,10 +230,9 @@ def _take(array, rows):
     return array[rows]
 
 
-def _load(module, weights, buffers, device):
-    """Copy the flat weights and the buffers into ``module``; return its
-    parameters."""
-    params = _params(module)
+def _load(params, own_buffers, weights, buffers):
+    """Copy the flat weights into ``params`` and ``buffers`` (by name) into
+    ``own_buffers``."""
     flat = torch.from_numpy(weights)
     offset = 0
     with torch.no_grad():
@@ -274,15 +245,29 @@ def _load(module, weights, buffers, device):
             p.copy_(flat[offset:offset + n].view_as(p))
             offset += n
         for name, value in buffers.items():
-            module.get_buffer(name).copy_(torch.from_numpy(value))
-    return params
+            own_buffers[name].copy_(torch.from_numpy(value))
+
+
+def _inputs(spec, X):
+    """``(X as a tensor on the spec's device, fit parameters)`` of a
+    chunk's rows: X itself, or :class:`~dask_adadamp.netcopy.Rows` with the
+    rows' own fit parameters, after those every chunk gets."""
+    fit_params = spec.fit_params
+    if isinstance(X, netcopy.Rows):
+        X, own = X.inputs()
+        fit_params = {**fit_params, **own}
+    if isinstance(X, dict):  # skorch's infer passes the items as keywords
+        return {k: torch.as_tensor(v, device=spec.device)
+                for k, v in X.items()}, fit_params
+    return torch.as_tensor(X, device=spec.device), fit_params
 
 
 def shards_loss(spec, weights, buffers, shards, rows):
     """For each shard, the sum of per-example losses over its ``rows``.
 
-    Forward only, with the module in eval mode (no dropout, batch norm
-    from its running statistics): the training objective at ``weights``.
+    Forward only, in skorch's ``validation_step`` mode (modules and
+    criteria in eval mode: no dropout, batch norm from its running
+    statistics): the training objective at ``weights``.
 
     Parameters
     ----------
@@ -301,20 +286,17 @@ def shards_loss(spec, weights, buffers, shards, rows):
     >>> shards_loss(spec, w, {}, [(X, y), (X, y)], [np.arange(3), np.arange(1)])
     [12.0, 4.0]
     """
-    module, criterion, lock = _model(spec)
+    net, params, own_buffers, lock = _model(spec)
     device = spec.device
     sums = []
     with lock, torch.no_grad():
-        _load(module, weights, buffers, device)
-        _mode(module, False)
+        _load(params, own_buffers, weights, buffers)
+        netcopy.set_training(net, False)  # skorch's validation_step
         for (X, y), r in zip(shards, rows):
-            out = module(torch.as_tensor(_take(X, r), device=device))
-            if spec.log_input:
-                out = torch.log(out + torch.finfo(out.dtype).eps)
-            loss = criterion(out, torch.as_tensor(_take(y, r), device=device))
-            if getattr(criterion, "reduction", "mean") == "mean":
-                loss = loss * len(r)
-            sums.append(float(loss))
+            xb, fit_params = _inputs(spec, _take(X, r))
+            yb = torch.as_tensor(_take(y, r), device=device)
+            sums.append(float(netcopy.chunk_loss(
+                net, xb, yb, fit_params, False, spec.mean, len(r))))
     return sums
 
 

@@ -11,6 +11,16 @@ from dask_adadamp.datasets import digits
 from dask_adadamp.models import MLP
 
 
+def pytest_collection_modifyitems(config, items):
+    # Tests marked slow (minutes) run only when -m selects them: `-m slow`.
+    if "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: select with -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 def make_cluster(n_workers):
     return LocalCluster(n_workers=n_workers, threads_per_worker=1,
                         processes=True, dashboard_address=":0",

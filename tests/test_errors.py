@@ -30,7 +30,7 @@ def data():
 
 
 @pytest.mark.parametrize("name, value", [
-    ("batch_size", 0), ("batch_size", -1), ("batch_size", 1.5),
+    ("batch_size", 0), ("batch_size", -2), ("batch_size", 1.5),
     ("batch_size", "64"), ("batch_size", True),
     ("grads_per_worker", 0), ("grads_per_worker", -5), ("grads_per_worker", 2.0),
 ])

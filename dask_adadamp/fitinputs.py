@@ -1,0 +1,231 @@
+"""What a fit's inputs become on the cluster, checked the way skorch would.
+
+- The training arrays (:func:`as_arrays`, :func:`check_arrays`): numpy
+  arrays, tensors, frames, scipy.sparse matrices (kept sparse, densified
+  per chunk on the workers), a dict of arrays (skorch passes its items to
+  the module's ``forward`` as keyword arguments) or a Dataset yielding
+  ``(X, y)``.
+- Fit parameters (:func:`split_fit_params`): those with one value per
+  example are placed with the data and sliced with every chunk
+  (:class:`~dask_adadamp.netcopy.Rows`); the others reach every chunk's
+  ``infer`` as they are.
+- ``iterator_train`` settings (:func:`train_batch_size`): the training
+  iterator is the fit's own sampler, so ``iterator_train__batch_size``
+  sets the batch size and every other setting is refused by name.
+- ``EpochScoring(on_train=True)`` (:func:`train_scoring_uncached`): the
+  workers return sums, not predictions, so such scorers compute their
+  score from a forward pass over the training data after the epoch.
+"""
+import copy
+import numbers
+import warnings
+from collections.abc import Mapping
+
+import numpy as np
+import scipy.sparse
+import torch
+from skorch.callbacks import BatchScoring, EpochScoring
+from skorch.dataset import Dataset, unpack_data
+from skorch.utils import to_numpy
+from torch.utils.data import DataLoader, Subset
+
+from .netcopy import Rows
+
+
+def train_batch_size(net):
+    """The training batch size ``iterator_train__batch_size`` sets, or
+    None; raise ValueError for the ``iterator_train`` settings a fit on
+    the cluster cannot honour.
+
+    >>> from types import SimpleNamespace
+    >>> from torch.utils.data import DataLoader
+    >>> net = SimpleNamespace(iterator_train=DataLoader, get_params_for=lambda p: {
+    ...     "batch_size": 10, "shuffle": True})
+    >>> train_batch_size(net)
+    10
+    >>> net.get_params_for = lambda p: {"num_workers": 2}
+    >>> train_batch_size(net)
+    Traceback (most recent call last):
+    ...
+    ValueError: iterator_train__num_workers=2 is not accepted: the workers read their rows straight from the fit's shards, without a DataLoader. Accepted: iterator_train__batch_size (or batch_size) and iterator_train__shuffle=True (updates always draw seeded random rows).
+    """
+    accepted = ("Accepted: iterator_train__batch_size (or batch_size) and "
+                "iterator_train__shuffle=True (updates always draw seeded "
+                "random rows).")
+    if net.iterator_train is not DataLoader:
+        raise ValueError(
+            f"iterator_train={net.iterator_train!r} is not accepted: the "
+            "updates' rows are drawn on the cluster, not by an iterator. "
+            + accepted)
+    kwargs = net.get_params_for("iterator_train")
+    for key, value in kwargs.items():
+        if key == "batch_size" or (key == "shuffle" and value is True):
+            continue
+        raise ValueError(
+            f"iterator_train__{key}={value!r} is not accepted: the workers "
+            "read their rows straight from the fit's shards, without a "
+            "DataLoader. " + accepted)
+    size = kwargs.get("batch_size")
+    if size is not None and not (size == -1 or (
+            isinstance(size, numbers.Integral) and not isinstance(size, bool)
+            and size > 0)):
+        raise ValueError(f"iterator_train__batch_size={size!r} is not accepted; "
+                         "pass a positive integer, or -1 for the whole "
+                         "training set")
+    return size
+
+
+def split_fit_params(fit_params, n_samples):
+    """``(per_example, constant)``: fit parameters with one value per
+    example (an array, tensor or frame whose first dimension is
+    ``n_samples``), and the others.
+
+    >>> per, const = split_fit_params({"w": np.ones(4), "k": 3}, 4)
+    >>> sorted(per), const
+    (['w'], {'k': 3})
+    """
+    per_example, constant = {}, {}
+    for key, value in fit_params.items():
+        shape = getattr(value, "shape", None)
+        if shape and shape[0] == n_samples:
+            per_example[key] = (value if isinstance(value, torch.Tensor)
+                                else np.asarray(value))
+        else:
+            constant[key] = value
+    return per_example, constant
+
+
+def n_rows(X):
+    """Examples in X: an array, sparse matrix or dict of arrays."""
+    if isinstance(X, Mapping):
+        return n_rows(next(iter(X.values())))
+    return X.shape[0]
+
+
+def train_rows(X_train, per_example, indices):
+    """X for the cluster: X itself, or :class:`~dask_adadamp.netcopy.Rows`
+    holding a sparse X or a dict X, and/or the training rows (``indices`` of
+    the data the fit was given) of the per-example fit parameters."""
+    if not (per_example or scipy.sparse.issparse(X_train)
+            or isinstance(X_train, Mapping)):
+        return X_train
+    if scipy.sparse.issparse(X_train):
+        X_train = X_train.tocsr()
+    return Rows(X_train, {k: v[indices] for k, v in per_example.items()})
+
+
+def train_indices(dataset, dataset_train, n_samples):
+    """Which rows of the data the fit was given the training split holds,
+    or None where the split made a dataset of its own."""
+    if dataset_train is dataset or (
+            isinstance(dataset_train, Dataset) and isinstance(dataset, Dataset)
+            and dataset_train.X is dataset.X):
+        return np.arange(n_samples)
+    if isinstance(dataset_train, Subset) and dataset_train.dataset is dataset:
+        return np.asarray(dataset_train.indices)
+    return None
+
+
+def as_arrays(X, y):
+    """Arrays from what skorch accepts: arrays, tensors, frames, sparse
+    matrices, or a Dataset (or Subset of one) yielding ``(X, y)``."""
+    if isinstance(X, Subset) and isinstance(X.dataset, Dataset) and X.dataset.y is not None:
+        idx = np.asarray(X.indices)
+        return _rows_of(X.dataset.X, idx), np.asarray(X.dataset.y)[idx]
+    if isinstance(X, Dataset) and X.y is not None:
+        return _as_array(X.X), np.asarray(X.y)
+    if isinstance(X, torch.utils.data.Dataset):
+        if len(X) == 0:
+            raise ValueError("the Dataset X holds no examples")
+        # skorch's own check and message for a Dataset yielding one item.
+        Xb, yb = unpack_data(next(iter(DataLoader(X, batch_size=len(X),
+                                                  shuffle=False))))
+        return _as_array(Xb), to_numpy(yb)
+    y = to_numpy(y) if isinstance(y, torch.Tensor) else np.asarray(y)
+    return _as_array(X), y
+
+
+def _as_array(X):
+    if isinstance(X, Mapping):
+        return {k: _as_array(v) for k, v in X.items()}
+    if scipy.sparse.issparse(X):
+        return X.tocsr()
+    return to_numpy(X) if isinstance(X, torch.Tensor) else np.asarray(X)
+
+
+def _rows_of(X, idx):
+    X = _as_array(X)
+    return {k: v[idx] for k, v in X.items()} if isinstance(X, dict) else X[idx]
+
+
+def check_arrays(X, y):
+    """Raise ValueError for training arrays the workers cannot use, naming
+    what is wrong and what is accepted."""
+    if getattr(y, "dtype", None) is not None and y.dtype.kind in "fc" \
+            and not np.isfinite(y).all():
+        bad = np.argwhere(~np.isfinite(y))[0]
+        raise ValueError(
+            f"y contains NaN or infinite values (first at index "
+            f"{tuple(int(i) for i in bad)}); only finite numbers are accepted")
+    if isinstance(X, dict):
+        if not X:
+            raise ValueError("X is an empty dict; pass arrays as its values")
+        for value in X.values():
+            check_arrays(value, y)
+        return
+    if isinstance(X, np.ndarray) and X.dtype == object and X.ndim == 0:
+        raise ValueError(
+            f"X of type {type(X.item()).__name__} is not accepted; pass a "
+            "numpy array, torch tensor, DataFrame, scipy.sparse matrix or a "
+            "Dataset yielding (X, y)")
+    if X.ndim == 0 or X.shape[0] == 0:
+        raise ValueError(f"X of shape {X.shape} holds no examples")
+    if y.ndim == 0 or len(y) != X.shape[0]:
+        raise ValueError(
+            f"X has {X.shape[0]} rows but y has {len(y) if y.ndim else 'no'} rows; "
+            "they must have the same length")
+    values = X.data if scipy.sparse.issparse(X) else X
+    if X.dtype.kind in "fc" and not np.isfinite(values).all():
+        where = ("" if scipy.sparse.issparse(X) else " (first at index "
+                 f"{tuple(int(i) for i in np.argwhere(~np.isfinite(X))[0])})")
+        raise ValueError(f"X contains NaN or infinite values{where}; only "
+                         "finite numbers are accepted")
+    if X.dtype.kind not in "biufc":
+        raise ValueError(f"X of dtype {X.dtype} is not accepted; pass numbers "
+                         "(float32 for most torch modules)")
+
+
+def train_scoring_uncached(net):
+    """Refuse ``BatchScoring(on_train=True)``; turn caching off, with a warning, for every ``EpochScoring`` that
+    scores the training data with cached predictions: the workers return
+    sums of losses and gradients, not predictions. Such a scorer then
+    predicts the training data on the client after each epoch, as skorch
+    does with ``use_caching=False``. The user's callback objects are left
+    as they are; ``callbacks_`` gets copies.
+    """
+    changed = []
+    for i, (name, cb) in enumerate(net.callbacks_):
+        if isinstance(cb, BatchScoring) and cb.on_train:
+            raise ValueError(
+                f"callback {name!r}: BatchScoring(on_train=True) is not "
+                "accepted: an update's rows and predictions stay on the "
+                "workers; score the training data with "
+                "EpochScoring(on_train=True)")
+        if not (isinstance(cb, EpochScoring) and cb.on_train):
+            continue
+        if net.use_caching is True:
+            raise ValueError(
+                f"use_caching=True is not accepted with the training-set "
+                f"score {cb.name or name!r} (EpochScoring(on_train=True)): the workers "
+                "return sums, not predictions; use use_caching='auto' or False")
+        if net.use_caching == "auto" and cb.use_caching:
+            cb = copy.copy(cb)
+            cb.use_caching = False
+            net.callbacks_[i] = (name, cb)
+            changed.append(cb.name or name)
+    if changed:
+        warnings.warn(
+            f"EpochScoring(on_train=True) scores {changed} are computed without "
+            "caching (use_caching=False): the workers return sums, not "
+            "predictions, so the training data is predicted again on the "
+            "client after each epoch", UserWarning, stacklevel=4)
