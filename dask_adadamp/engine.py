@@ -427,7 +427,9 @@ class FitSession:
                 elif status == "missing":
                     troubled |= {c[1] for c in mine_c if c[0] in reply["chunks"]}
                     troubled |= {i[1] for i in mine_l if i[0] in reply["losses"]}
-                elif status != "unreached":  # no handler yet (just joined)
+                elif status == "unreached":  # below a lost member: maybe
+                    self._has_spec.discard(addr)  # it never got the model
+                else:  # no handler yet (just joined)
                     troubled.add(None)
             if troubled:
                 self.shards.recover(troubled - {None})
