@@ -413,14 +413,12 @@ class FitSession:
                     self._has_spec.discard(addr)
                     troubled.add(None)
                 elif status == "error":
-                    if not isinstance(reply.get("exception"), BaseException):
-                        # it could not be pickled back (a RecursionError's
-                        # traceback): its text, rather than an AssertionError
-                        raise RuntimeError(
-                            f"the model raised on worker {addr}: "
-                            f"{reply.get('exception_text')}\n"
-                            f"{reply.get('traceback_text', '')}")
-                    _, exc, tb = clean_exception(**reply)
+                    try:
+                        _, exc, tb = clean_exception(**reply)
+                    except AssertionError:
+                        # distributed sends a traceback it cannot pickle (a
+                        # RecursionError's) as text, then asserts on it
+                        _, exc, tb = clean_exception(reply.get("exception"))
                     raise exc.with_traceback(tb)
                 elif status == "no-model":
                     self._has_spec.discard(addr)
