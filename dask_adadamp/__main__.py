@@ -12,6 +12,7 @@ updates, examples, wall-clock, test accuracy and the most workers used.
     python -m dask_adadamp demo --help
 """
 import argparse
+import logging
 import sys
 import time
 
@@ -56,7 +57,9 @@ def demo(schedule="geodamp", data="digits", epochs=20, initial=32, max_workers=4
     # One worker to start with: the adaptive fit asks for more as its batch
     # grows (min_workers/max_workers), and gives them back at the end.
     cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                           dashboard_address=":0")
+                           dashboard_address=":0",
+                           # the nannies' warnings as workers leave are noise here
+                           silence_logs=logging.ERROR)
     results = {}
     with cluster, Client(cluster) as client:
         page = client.dashboard_link.rsplit("/", 1)[0] + "/adadamp"
