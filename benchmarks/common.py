@@ -4,6 +4,7 @@ import datetime
 import os
 import platform
 import subprocess
+import threading
 import time
 
 import numpy as np
@@ -121,3 +122,54 @@ def main(run, markdown):
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer updates")
     print(markdown(run(parser.parse_args().quick)))
+
+
+def rss(pid):
+    """Resident memory of process ``pid`` in bytes (NaN once it is gone)."""
+    import psutil
+    try:
+        return psutil.Process(pid).memory_info().rss
+    except psutil.Error:
+        return float("nan")
+
+
+class Peak(threading.Thread):
+    """Samples the RSS of ``pids`` every ``every`` seconds from a background
+    thread and keeps each one's maximum (``peak``, bytes by pid)."""
+
+    def __init__(self, pids, every=0.05):
+        super().__init__(daemon=True)
+        self.pids, self.every = pids, every
+        self.peak = {pid: rss(pid) for pid in pids}
+        self.samples = 0
+        self._halt = threading.Event()
+
+    def run(self):
+        while not self._halt.wait(self.every):
+            for pid in self.pids:
+                self.peak[pid] = max(self.peak[pid], rss(pid))
+            self.samples += 1
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._halt.set()
+        self.join()
+        for pid in self.pids:  # one last sample at the very end
+            self.peak[pid] = max(self.peak[pid], rss(pid))
+
+
+def stop_processes(procs, timeout=10):
+    """End the processes, the last started first: SIGTERM, then SIGKILL
+    after ``timeout`` seconds."""
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in reversed(procs):
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)

@@ -36,16 +36,16 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
 
-import psutil
 from distributed import Client
 
 import dask_adadamp
 from dask_adadamp import dashboard
+
+from common import Peak, rss, stop_processes
 
 MIB = 2**20
 ROWS_BIG = 10**6
@@ -91,30 +91,8 @@ def time_per_row(rows, repeat=5):
     return best
 
 
-def rss(pid):
-    return psutil.Process(pid).memory_info().rss / MIB
-
-
-class Peak(threading.Thread):
-    """The largest RSS of ``pid``, sampled every 50 ms."""
-
-    def __init__(self, pid):
-        super().__init__(daemon=True)
-        self.pid, self.peak = pid, rss(pid)
-        self._halt = threading.Event()
-
-    def run(self):
-        while not self._halt.wait(0.05):
-            self.peak = max(self.peak, rss(self.pid))
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._halt.set()
-        self.join()
-        self.peak = max(self.peak, rss(self.pid))
+def rss_mib(pid):
+    return rss(pid) / MIB
 
 
 def status_of(url):
@@ -226,25 +204,23 @@ def run():
                 del big
                 client.log_event("adadamp", {"fit": "big", "kind": "end"})
                 time.sleep(0.5)
-                before = rss(pid)
+                before = rss_mib(pid)
                 start = time.perf_counter()
-                with Peak(pid) as peak:
+                with Peak([pid]) as peak:
                     sent, nbytes = flood(client)
                     # One round trip after the last message: all handled.
                     client.run_on_scheduler(lambda: None)
                 flood_s = time.perf_counter() - start
                 time.sleep(0.5)
-                after = rss(pid)
+                after = rss_mib(pid)
                 status = status_of(url + "/adadamp/metrics.json")
                 shows = legit_fit_shows(address, url)
-                with Peak(pid) as valid_peak:
+                with Peak([pid]) as valid_peak:
                     valid_sent = valid_flood(address)
                 time.sleep(0.5)
-                valid_after = rss(pid)
+                valid_after = rss_mib(pid)
         finally:
-            for proc in procs:
-                proc.terminate()
-                proc.wait(timeout=10)
+            stop_processes(procs)
             log.close()
     return {"dask_adadamp": dask_adadamp.__file__,
             "scheduler_dask_adadamp": scheduler_path,
@@ -252,10 +228,10 @@ def run():
             "big_message_round_trip_s": big_round_trip,
             "valid_s_per_row": per_row,
             "messages": sent, "flood_mb": nbytes / 1e6, "flood_s": flood_s,
-            "rss_before_mib": before, "rss_peak_mib": peak.peak,
+            "rss_before_mib": before, "rss_peak_mib": peak.peak[pid] / MIB,
             "rss_after_mib": after, "metrics_status": status,
             "legit_fit_shows": shows, "valid_messages": valid_sent,
-            "valid_rss_peak_mib": valid_peak.peak,
+            "valid_rss_peak_mib": valid_peak.peak[pid] / MIB,
             "valid_rss_after_mib": valid_after}
 
 

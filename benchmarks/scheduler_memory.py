@@ -24,18 +24,16 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import cloudpickle
-import psutil
 import torch
 from distributed import Client
 
 import dask_adadamp
 from dask_adadamp import DaskClassifier
 
-from common import main, model_kwargs, random_data, table
+from common import Peak, main, model_kwargs, random_data, rss, stop_processes, table
 
 MIB = 2**20
 N_FEATURES = 784
@@ -44,41 +42,6 @@ START_TIMEOUT = 60  # seconds for the scheduler and the workers to come up
 STOP_TIMEOUT = 10  # seconds for a process to end before it is killed
 SAMPLE_EVERY = 0.05  # seconds between two samples during the fit
 WARMUP_ROWS = 8192
-
-
-def rss(pid):
-    try:
-        return psutil.Process(pid).memory_info().rss
-    except psutil.Error:
-        return float("nan")
-
-
-class Peak(threading.Thread):
-    """Samples the RSS of ``pids`` every ``SAMPLE_EVERY`` seconds from a
-    background thread and keeps each one's maximum."""
-
-    def __init__(self, pids):
-        super().__init__(daemon=True)
-        self.pids = pids
-        self.peak = {pid: rss(pid) for pid in pids}
-        self.samples = 0
-        self._halt = threading.Event()
-
-    def run(self):
-        while not self._halt.wait(SAMPLE_EVERY):
-            for pid in self.pids:
-                self.peak[pid] = max(self.peak[pid], rss(pid))
-            self.samples += 1
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._halt.set()
-        self.join()
-        for pid in self.pids:  # one last sample at the very end
-            self.peak[pid] = max(self.peak[pid], rss(pid))
 
 
 def _wait_for_file(path, proc, log):
@@ -90,20 +53,6 @@ def _wait_for_file(path, proc, log):
             raise RuntimeError(f"the scheduler did not start; its log ends:\n{tail}")
         time.sleep(0.1)
     time.sleep(0.2)  # the file is written in one go, but give it a moment
-
-
-def _stop(procs):
-    """End the processes, the last started first: SIGTERM, then SIGKILL
-    after ``STOP_TIMEOUT`` seconds."""
-    for proc in reversed(procs):
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in reversed(procs):
-        try:
-            proc.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=STOP_TIMEOUT)
 
 
 def _importer_path():
@@ -176,7 +125,7 @@ def run(quick=False):
                 after_data = sample()
                 est = estimator()
                 start_fit = time.perf_counter()
-                with Peak(list(pids.values())) as peak:
+                with Peak(list(pids.values()), SAMPLE_EVERY) as peak:
                     est.fit(X, y)
                 fit_seconds = time.perf_counter() - start_fit
                 during = {name: peak.peak[pid] / MIB for name, pid in pids.items()}
@@ -184,7 +133,7 @@ def run(quick=False):
                 after_fit = sample()
                 updates = est.history[-1, "model_updates"]
         finally:
-            _stop(procs)
+            stop_processes(procs, STOP_TIMEOUT)
 
     def growth(name, since):
         return during[name] - since[name]

@@ -28,7 +28,7 @@ from dask_adadamp import DaskClassifier
 from dask_adadamp.dampers import AdaDamp
 from dask_adadamp.models import MLP
 
-from common import main, table
+from common import main, stop_processes, table
 
 MIB = 2**20
 START_TIMEOUT = 60
@@ -49,16 +49,6 @@ def _start(tmp, args, name, procs):
     # cwd without a dask_adadamp in it: `python -m` finds the installed one
     procs.append(subprocess.Popen([sys.executable, "-m", *args], cwd=tmp,
                                   stdout=log, stderr=subprocess.STDOUT))
-
-
-def _stop(procs):
-    for proc in reversed(procs):
-        proc.terminate()
-    for proc in reversed(procs):
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def run(quick=False, fits=200, every=20):
@@ -100,7 +90,7 @@ def run(quick=False, fits=200, every=20):
                         print(samples[-1], flush=True)
                 seconds = time.perf_counter() - start
         finally:
-            _stop(procs)
+            stop_processes(procs)
     names = [k for k in samples[0] if k != "fits"]
     base = samples[1] if len(samples) > 2 else samples[0]
     span = (samples[-1]["fits"] - base["fits"]) / every
@@ -118,7 +108,7 @@ def markdown(result):
                    [[s["fits"], *(f"{s[n]:.1f}" for n in names)] for s in result["samples"]]),
              "", f"Growth after the first {result['warmup_fits']} fits, MiB per {every} fits: "
              + ", ".join(f"{n} {g:+.2f}" for n, g in result["growth_mib_per_every"].items())
-             + f" (goal: under 1 MiB per 20 fits)."]
+             + " (goal: under 1 MiB per 20 fits)."]
     return "\n".join(lines)
 
 
