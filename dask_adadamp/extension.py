@@ -113,8 +113,8 @@ class WorkerExtension(WorkerPlugin):
         common = {"token": token, "weights": to_serialize(weights),
                   "buffers": to_serialize(buffers) if buffers else None,
                   "sq_norms": sq_norms, "n": n}
-        below = [asyncio.create_task(self._pass_on(common, sub))
-                 for sub in compute_tree.children(members)]
+        subtrees = compute_tree.children(members)
+        below = [asyncio.create_task(self._pass_on(common, sub)) for sub in subtrees]
         own = await self._run(token, weights, buffers, chunks, losses,
                               sq_norms, spec)
         nodes, meta, loss_sums, replies = {}, {}, {}, {}
@@ -126,7 +126,7 @@ class WorkerExtension(WorkerPlugin):
             loss_sums.update(result["losses"])
             own["compute_s"] = result["compute_s"]
         replies[address] = _unwrapped(own)
-        for sub, task in zip(compute_tree.children(members), below):
+        for sub, task in zip(subtrees, below):
             reply = await task
             compute_tree.reduce_nodes(nodes, n)  # while waiting for the rest
             if reply.get("status") != "tree":
