@@ -250,6 +250,9 @@ class FitSession:
         # (update number, fraction, mean loss) evaluated in an update's calls
         # for the schedule's next ask (the estimator sets and reads it).
         self.ridden_loss = None
+        # Rows read by the schedule's loss evaluations, beside the gradient's
+        # (the estimator takes them into its history with each update).
+        self.loss_examples = 0
         try:
             _ensure_extension(client)
             if isinstance(X, da.Array):
@@ -301,6 +304,7 @@ class FitSession:
         chunks = [(j, chunk.shard, chunk.rows, int(s), j == 0 and bool(buffers))
                   for j, (chunk, s) in enumerate(zip(update.chunks, seeds))]
         losses = self._loss_items(loss_rows) if loss_rows is not None else []
+        self.loss_examples += sum(len(r) for r in loss_rows or [])
         nodes, meta, losses_out, timing = self._compute(weights, buffers, chunks,
                                                         losses, sq_norms)
         meta = [meta[j] for j in range(len(chunks))]
@@ -331,6 +335,7 @@ class FitSession:
         float
         """
         rows = self.all_rows() if rows is None else rows
+        self.loss_examples += sum(len(r) for r in rows)
         _, _, losses, _ = self._compute(weights, buffers, [],
                                         self._loss_items(rows), False)
         return self._mean(losses, rows)

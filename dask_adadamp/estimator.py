@@ -85,7 +85,10 @@ class DaskNetMixin:
     ``lr`` and the schedule's signal (``loss_ratio``, ``noise_scale``) in
     ``history[epoch, "batches", i]``; every epoch the cumulative
     ``model_updates`` and ``n_examples``, and the epoch's largest
-    ``batch_size``, last ``lr`` and last signal. Validation and prediction
+    ``batch_size``, last ``lr`` and last signal. A schedule that evaluates
+    the training loss (:class:`~dask_adadamp.dampers.AdaDamp`) also records
+    the rows those evaluations read, per update and cumulative per epoch,
+    as ``loss_examples``. Validation and prediction
     use ``iterator_valid__batch_size`` if set, else an int ``batch_size``,
     else the schedule's ``initial`` size.
 
@@ -455,6 +458,11 @@ class DaskNetMixin:
             record[name] = float(self.damper_.signal_)
         for key, value in record.items():
             self.history.record_batch(key, value)
+        if self.damper_.needs_loss:
+            # The rows the schedule's loss evaluations read since the previous
+            # update: the examples it costs beside the gradient's.
+            self.history.record_batch("loss_examples", self._session.loss_examples)
+            self._session.loss_examples = 0
         workers = record.pop("workers_ms")
         now = time.perf_counter()
         # The wall-clock time since the previous update ended: sampling, the
@@ -521,6 +529,9 @@ class DaskNetMixin:
                             self._total("model_updates") + len(batches))
         self.history.record("n_examples", self._total("n_examples")
                             + sum(b["batch_size"] for b in batches))
+        if self.damper_.needs_loss:
+            self.history.record("loss_examples", self._total("loss_examples")
+                                + sum(b.get("loss_examples", 0) for b in batches))
         # The size asked for, not the epoch's last (possibly partial) batch.
         self.history.record("batch_size", max((b["batch_size"] for b in batches), default=0))
         if batches:

@@ -113,6 +113,12 @@ def test_adadamp_batch_follows_the_training_loss(client, small_data, monkeypatch
     sizes = [b["batch_size"] for b in batches]
     assert sizes[0] == 8 and max(sizes) > 4 * 8  # it grew as the loss fell
     assert est.history[-1, "loss_ratio"] == batches[-1]["loss_ratio"]
+    # Every update read the whole training set for the loss, the first twice
+    # (F(w_0) in a round of its own, then F(w_1) in its calls).
+    n = len(X)
+    assert [b["loss_examples"] for b in batches] == [2 * n] + [n] * (len(batches) - 1)
+    assert est.history[-1, "loss_examples"] == n * (len(batches) + 1)
+    assert est.history[-1, "n_examples"] == sum(sizes)
 
 
 def test_dwell_holds_the_batch_size(client, small_data):
@@ -126,6 +132,11 @@ def test_dwell_holds_the_batch_size(client, small_data):
         if k % 4:
             assert ratios[k] == ratios[k - 1]
     assert len(set(ratios)) == math.ceil(len(ratios) / 4)
+    # The loss was read on half the rows, at F(w_0) and every 4th update.
+    read = [b["loss_examples"] for b in batches]
+    assert read[0] > 0 and all(r == 0 for k, r in enumerate(read) if k % 4 != 3
+                               and k != 0)
+    assert sum(read) == est.history[-1, "loss_examples"] < len(batches) * len(X)
 
 
 def test_noise_scale_and_rada_batches_follow_their_signal(client, small_data):
