@@ -37,12 +37,12 @@ Examples
 >>> cluster = Cluster(grad_time=1e-3, grads_per_worker=64, max_workers=8)
 >>> runs = {"SGD": [64] * 2000, "growing": [64] * 1000 + [512] * 125}
 >>> table = simulate(runs, n_params=1_000_000, cluster=cluster, n_train=64_000)
->>> table[["model_updates", "epochs", "max_workers", "minutes"]].round(2)
+>>> table[["model_updates", "max_workers", "minutes", "worker_minutes"]].round(2)
 ... # doctest: +NORMALIZE_WHITESPACE
-          model_updates  epochs  max_workers  minutes
+          model_updates  max_workers  minutes  worker_minutes
 schedule
-SGD                2000     2.0            1     2.69
-growing            1125     2.0            8     1.60
+SGD                2000            1     2.69            2.69
+growing            1125            8     1.60            3.43
 """
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -199,7 +199,9 @@ def simulate(histories, n_params, cluster, n_train=None):
         ``model_updates``, ``epochs``, ``examples``, ``max_workers`` (the
         most workers one update used), ``compute_minutes``,
         ``communication_minutes``, ``overhead_minutes`` and ``minutes``,
-        their sum.
+        their sum; and ``worker_minutes``, the workers the cluster held,
+        integrated over the fit (an update of ``P_k`` workers holds them
+        for its whole time: what a cluster that follows the batch bills).
 
     Examples
     --------
@@ -226,6 +228,7 @@ def simulate(histories, n_params, cluster, n_train=None):
         except ValueError as error:
             raise ValueError(f"histories[{name!r}]: {error}") from None
         overhead = cluster.overhead * len(sizes)
+        seconds = compute + communication + cluster.overhead
         rows[name] = {
             "model_updates": len(sizes),
             "epochs": epochs,
@@ -235,6 +238,7 @@ def simulate(histories, n_params, cluster, n_train=None):
             "communication_minutes": communication.sum() / 60,
             "overhead_minutes": overhead / 60,
             "minutes": (compute.sum() + communication.sum() + overhead) / 60,
+            "worker_minutes": float(workers @ seconds) / 60,
         }
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "schedule"

@@ -104,6 +104,16 @@ def test_epochs_of_a_list_need_n_train():
     assert table.loc["sizes", "epochs"] == 2.5
 
 
+def test_worker_minutes_by_hand():
+    """A cluster that follows the batch holds each update's workers for its
+    time: [64, 64] on 1 worker, then 256 on 2."""
+    small = 64 * GRAD_TIME + 2 * (LATENCY + 1 * TRANSFER) + OVERHEAD
+    large = 128 * GRAD_TIME + 2 * (LATENCY + 2 * TRANSFER) + OVERHEAD
+    row = simulate({"run": SIZES}, N_PARAMS, tiny_cluster(), n_train=384).loc["run"]
+    assert row["worker_minutes"] == pytest.approx((2 * small + 2 * large) / 60)
+    assert row["minutes"] == pytest.approx((2 * small + large) / 60)
+
+
 def test_worker_cap():
     cluster = tiny_cluster(max_workers=4, overhead=0.0, latency=0.0)
     # 10000 examples want 157 workers; 4 compute 2500 each.
