@@ -1,6 +1,9 @@
 """What the benchmarks share: models, data, clocks, the machine's description."""
 import argparse
+import contextlib
 import datetime
+import logging
+import math
 import os
 import platform
 import subprocess
@@ -9,9 +12,15 @@ import time
 
 import numpy as np
 import torch
+from distributed import Client, LocalCluster
+from sklearn.model_selection import train_test_split
 from skorch.callbacks import Callback
 
+from dask_adadamp.datasets import mnist1d
 from dask_adadamp.models import MLP
+
+# The learning rates every tuned run chooses from (on a validation split).
+LRS = (0.01, 0.03, 0.1, 0.3)
 
 N_CLASSES = 10
 # name -> (n_features, hidden widths)
@@ -37,6 +46,86 @@ def random_data(n, n_features, seed=0):
     X = rng.normal(size=(n, n_features)).astype("float32")
     y = rng.integers(0, N_CLASSES, size=n).astype("int64")
     return X, y
+
+
+@contextlib.contextmanager
+def local_cluster(n_workers=2, **kwargs):
+    """A client of a LocalCluster of ``n_workers`` 1-thread worker processes.
+
+    Its processes log only critical messages: when many workers close at
+    once on a busy machine, their heartbeats race the closing scheduler and
+    distributed logs CommClosedError tracebacks that say nothing about the
+    benchmark. Errors of a benchmark's own work raise in this process.
+    """
+    with LocalCluster(n_workers=n_workers, threads_per_worker=1, dashboard_address=":0",
+                      silence_logs=logging.CRITICAL, **kwargs) as cluster, \
+            Client(cluster) as client:
+        yield client
+
+
+def mnist1d_split(seed=0):
+    """MNIST-1D with a validation split: ``(X_train, X_valid, X_test,
+    y_train, y_valid, y_test)``.
+
+    The validation rows (a stratified fifth, seeded) are carved from
+    MNIST-1D's 4000 training rows; they choose every learning rate and set
+    every target. The 1000 test rows are only reported.
+    """
+    X, X_test, y, y_test = mnist1d()
+    X_train, X_valid, y_train, y_valid = train_test_split(
+        X, y, test_size=0.2, stratify=y, random_state=seed)
+    return X_train, X_valid, X_test, y_train, y_valid, y_test
+
+
+class Scores(Callback):
+    """Accuracy on the validation and test rows after every epoch.
+
+    Records ``valid_acc``, ``test_acc`` and ``elapsed`` (seconds since the
+    fit began, without the time spent scoring the test rows, which only
+    the report reads). Stops the fit (skorch's KeyboardInterrupt) when the
+    validation accuracy reaches ``target``, when ``elapsed`` passes
+    ``budget`` seconds (a run that cannot beat a better one), or when the
+    training loss is no longer finite (diverged).
+    """
+
+    def __init__(self, X_valid, y_valid, X_test, y_test, target=None, budget=None):
+        self.X_valid, self.y_valid = X_valid, y_valid
+        self.X_test, self.y_test = X_test, y_test
+        self.target, self.budget = target, budget
+
+    def on_train_begin(self, net, **kwargs):
+        self.start, self.aside = time.perf_counter(), 0.0
+
+    def on_epoch_end(self, net, **kwargs):
+        valid = float(np.mean(net.predict(self.X_valid) == self.y_valid))
+        elapsed = time.perf_counter() - self.start - self.aside
+        before = time.perf_counter()
+        test = float(np.mean(net.predict(self.X_test) == self.y_test))
+        self.aside += time.perf_counter() - before
+        net.history.record("valid_acc", valid)
+        net.history.record("test_acc", test)
+        net.history.record("elapsed", elapsed)
+        loss = net.history[-1].get("train_loss", 0.0)
+        if ((self.target is not None and valid >= self.target)
+                or (self.budget is not None and elapsed > self.budget)
+                or not math.isfinite(loss)):
+            raise KeyboardInterrupt  # skorch's way to end a fit early
+
+
+def choose(fit, lrs, score):
+    """Fit at every learning rate of ``lrs`` and keep the best.
+
+    ``fit(lr, best)`` returns a run (a dict) given the best run so far (or
+    None), which it may use to stop early; ``score(run)`` orders runs, lower
+    is better. Returns ``(best, runs)``, ``runs`` mapping each rate to its
+    run.
+    """
+    best, runs = None, {}
+    for lr in lrs:
+        runs[lr] = run = fit(lr, best)
+        if best is None or score(run) < score(best):
+            best = run
+    return best, runs
 
 
 class UpdateClock(Callback):

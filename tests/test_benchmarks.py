@@ -9,10 +9,16 @@ import strongly_convex  # noqa: E402
 
 def test_adadamp_needs_few_updates_and_few_examples(client):
     """Least squares with an exact F*: AdaDamp reaches eps within 2x the
-    model updates of gradient descent and 2x the examples of SGD (medians
-    over four seeded problems)."""
+    model updates of gradient descent and 2x the gradient examples of SGD
+    (medians over four seeded problems), each schedule at the rate it chose
+    on a fifth problem that is not among them."""
     result = strongly_convex.run(quick=True, client=client,
                                  names=("SGD", "GD", "AdaDamp"))
+    assert strongly_convex.TUNE_SEED not in result["problem"]["seeds"]
     assert all(r["reached"] for r in result["rows"])
     assert result["updates_vs_gd"] <= 2
     assert result["examples_vs_sgd"] <= 2
+    # The loss evaluations read the whole training set before every update.
+    adadamp = [r for r in result["rows"] if r["schedule"] == "AdaDamp"]
+    assert all(r["loss_examples"] >= r["updates"] * result["problem"]["n"]
+               for r in adadamp)
