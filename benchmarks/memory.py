@@ -10,12 +10,11 @@ import os
 import numpy as np
 import psutil
 import torch
-from distributed import Client, LocalCluster
 from skorch.callbacks import Callback
 
 from dask_adadamp import DaskClassifier
 
-from common import main, model_kwargs, random_data, table
+from common import local_cluster, main, model_kwargs, random_data, table
 
 MIB = 2**20
 
@@ -36,8 +35,7 @@ class MemoryLog(Callback):
 def run(quick=False):
     n, epochs = (20_000, 4) if quick else (40_000, 12)
     X, y = random_data(n, 784)
-    with LocalCluster(n_workers=2, threads_per_worker=1,
-                      dashboard_address=":0") as cluster, Client(cluster) as client:
+    with local_cluster(2) as client:
         before_client = rss()
         before_workers = sorted(client.run(rss).values())
         est = DaskClassifier(**model_kwargs("mlp-270k"), criterion=torch.nn.CrossEntropyLoss,
@@ -60,6 +58,12 @@ def run(quick=False):
         "client_growth_mib": float(client_rss[-1] - client_rss[1]),
         "worker_growth_mib": (worker_rss[-1] - worker_rss[1]).tolist(),
     }
+
+
+def goals(result):
+    worst = max([result["client_growth_mib"]] + result["worker_growth_mib"])
+    return [("no memory growth across epochs (< 5 MiB per process)", worst < 5,
+             f"largest growth {worst:+.1f} MiB (memory)")]
 
 
 def markdown(r):

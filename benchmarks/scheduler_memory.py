@@ -157,6 +157,13 @@ def run(quick=False):
     }
 
 
+def goals(result):
+    return [("the scheduler holds no copy of numpy training data (growth <= 0.05x the "
+             "data)", result["scheduler_growth_per_data"] <= 0.05,
+             f"{result['scheduler_growth_mib']:+.0f} MiB for {result['data_mib']:.0f} MiB "
+             f"of data ({result['scheduler_growth_per_data']:.2f}x; scheduler memory)")]
+
+
 def markdown(r):
     names = list(r["before_mib"])
     stages = ["at_start_mib", "before_mib", "after_data_mib", "peak_fit_mib", "after_fit_mib"]

@@ -41,14 +41,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from distributed import Client, LocalCluster
 from torch.nn.utils import parameters_to_vector
 
 from dask_adadamp import DaskClassifier, worker
 from dask_adadamp.tree import tree_sum
 from dask_adadamp.models import MLP
 
-from common import (MODELS, N_CLASSES, UpdateClock, median_ms, model_kwargs,
+from common import (MODELS, N_CLASSES, UpdateClock, local_cluster, median_ms, model_kwargs,
                     n_params, random_data, table)
 
 BATCHES = (64, 512, 4096)
@@ -223,8 +222,7 @@ def run(quick=False, n_workers=2):
     updates = 8 if quick else 40
     reps = 10 if quick else 50
     rows = []
-    with LocalCluster(n_workers=n_workers, threads_per_worker=1,
-                      dashboard_address=":0") as cluster, Client(cluster) as client:
+    with local_cluster(n_workers) as client:
         for model in MODELS:
             for batch in BATCHES:
                 big = model != "mlp-270k" and batch == max(BATCHES)
@@ -259,6 +257,27 @@ def run(quick=False, n_workers=2):
                 print(rows[-1], flush=True)
     return {"workers": n_workers, "updates": updates, "floor_reps": reps,
             "quick": quick, "rows": rows}
+
+
+def goals(result):
+    """The overhead goals of the 270k MLP: ``(goal, met, measured)``."""
+    rows = {(r["model"], r["batch"]): r for r in result["rows"]}
+    r512, r4096 = rows[("mlp-270k", 512)], rows[("mlp-270k", 4096)]
+    where = "(update cost, 270k, batch {})"
+    return [
+        ("overhead <= 2 ms per update at 2 workers (270k MLP, batch 512; update - "
+         "1-thread floor of one worker's chunk)", r512["overhead_ms"] <= 2,
+         f"{r512['overhead_ms']:.1f} ms = update {r512['dask_adadamp_ms']:.1f} ms - floor "
+         f"{r512['floor_ms']:.1f} ms " + where.format(512)),
+        *[(f"update <= {target}x the 2-thread plain loop at batch {r['batch']} (270k MLP)",
+           r["vs_plain"] <= target,
+           f"{r['vs_plain']:.2f}x = update {r['dask_adadamp_ms']:.1f} ms / plain "
+           f"{r['plain_ms']:.1f} ms " + where.format(r["batch"]))
+          for r, target in ((r512, 1.5), (r4096, 1.0))],
+        ("chunk compute on a worker <= 1.15x the same rows in one 1-thread process "
+         "(270k, batch 512)", r512["compute_vs_floor"] <= 1.15,
+         f"{r512['compute_vs_floor']:.2f}x = compute_ms {r512['compute_ms']:.1f} / floor "
+         f"{r512['floor_ms']:.1f} ms " + where.format(512))]
 
 
 def markdown(result):

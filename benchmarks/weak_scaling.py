@@ -18,11 +18,9 @@ import time
 import dask
 import numpy as np
 import torch
-from distributed import Client, LocalCluster
-
+from common import (N_CLASSES, UpdateClock, local_cluster, main, median_ms, n_params,
+                    random_data, table)
 from dask_adadamp import DaskClassifier
-
-from common import N_CLASSES, UpdateClock, main, median_ms, n_params, random_data, table
 
 SLEEP_S = 0.05
 GRADS_PER_WORKER = 64
@@ -53,8 +51,7 @@ def update_times(n_workers, updates, repeats=2):
     batch = n_workers * GRADS_PER_WORKER
     seconds = {mode: [] for mode in MODES}
     client_bytes = {mode: {"bytes_out": [], "bytes_in": []} for mode in MODES}
-    with LocalCluster(n_workers=n_workers, threads_per_worker=1,
-                      dashboard_address=":0") as cluster, Client(cluster) as client:
+    with local_cluster(n_workers) as client:
         for _ in range(repeats):
             for mode, tree_workers in MODES.items():
                 clock = UpdateClock()
@@ -92,6 +89,16 @@ def run(quick=False):
         row["vs_1_worker"] = row["update_ms"] / rows[0]["update_ms"]
     return {"sleep_ms": 1e3 * SLEEP_S, "grads_per_worker": GRADS_PER_WORKER,
             "params": n_params("mlp-270k"), "updates": updates, "rows": rows}
+
+
+def goals(result):
+    """16 workers against 1, on the path the estimator takes by default."""
+    rows = {r["workers"]: r for r in result["rows"]}
+    many, one = rows[max(rows)], rows[1]
+    ratio = many["update_ms"] / one["update_ms"]
+    return [(f"weak scaling: {max(rows)} workers <= 1.3x 1 worker", ratio <= 1.3,
+             f"{ratio:.2f}x = {many['update_ms']:.1f} ms / {one['update_ms']:.1f} ms "
+             "(weak scaling)")]
 
 
 def markdown(result):
