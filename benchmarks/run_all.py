@@ -35,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import dampers_mnist1d  # noqa: E402
 import memory  # noqa: E402
+import monitor_cost  # noqa: E402
 import scheduler_memory  # noqa: E402
 import simulate_paper  # noqa: E402
 import strongly_convex  # noqa: E402
@@ -52,6 +53,7 @@ BENCHMARKS = {
     "strongly_convex": strongly_convex,
     "dampers_mnist1d": dampers_mnist1d,
     "simulate_paper": simulate_paper,
+    "monitor_cost": monitor_cost,
 }
 TITLES = {
     "update_cost": "1. Update cost",
@@ -62,6 +64,7 @@ TITLES = {
     "strongly_convex": "5. AdaDamp on a strongly convex problem",
     "dampers_mnist1d": "6. Growing batches on MNIST-1D",
     "simulate_paper": "7. The paper's table, simulated from section 6's runs",
+    "monitor_cost": "8. What the dashboard's monitoring costs a fit",
 }
 # Sections that read another's result of the same commit instead of
 # measuring it again: name -> (keyword of its run, the section it reads).
