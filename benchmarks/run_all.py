@@ -124,6 +124,8 @@ def render(results):
                 stamp = f"commit unknown, {stamp}"
             lines += [f"Measured {stamp}"
                       + (f" on {where}" if where and where != m["machine"] else "")
+                      + (f"; load average {section['load']:.1f} when it began"
+                         if "load" in section else "")
                       + ("; quick run" if section.get("quick") else "") + ".", ""]
         try:
             lines += [module.markdown(section)]
@@ -164,6 +166,8 @@ def main(argv=None):
     for name in args.only or BENCHMARKS:
         start = time.perf_counter()
         print(f"== {TITLES[name]}", flush=True)
+        # Other work on the machine slows what a section times: say how busy it was.
+        load = os.getloadavg()[0]
         kwargs = {}
         if name in READS:
             keyword, source = READS[name]
@@ -173,7 +177,8 @@ def main(argv=None):
         results[name]["benchmark_seconds"] = time.perf_counter() - start
         results[name].update(commit=here["commit"], quick=args.quick,
                              machine=here["machine"],
-                             measured=f"commit {here['commit']}, {machine()['date']}")
+                             measured=f"commit {here['commit']}, {machine()['date']}",
+                             load=load)
         # Written after every section: a later one that fails loses nothing.
         lines = write(results, args.out)
     print("\n".join(lines))
