@@ -15,11 +15,9 @@ import time
 
 import dask
 import torch
-from distributed import Client, LocalCluster
 
+from common import local_cluster, model_kwargs, random_data, table
 from dask_adadamp import DaskClassifier
-
-from common import model_kwargs, random_data, table
 
 UPDATES = 100
 
@@ -57,8 +55,7 @@ def one(client, threads, X, y):
 
 def run(quick=False):
     X, y = random_data(512 * UPDATES, 784)
-    with LocalCluster(n_workers=2, threads_per_worker=1,
-                      dashboard_address=":0") as cluster, Client(cluster) as client:
+    with local_cluster(2) as client:
         return {"rows": [one(client, threads, X, y) for threads in (None, 1)]}
 
 

@@ -21,10 +21,10 @@ import sys
 import time
 
 import numpy as np
-from distributed import Client, LocalCluster, WorkerPlugin
+from distributed import WorkerPlugin
 from distributed.protocol.serialize import to_serialize
 
-from common import main, median_ms, table
+from common import local_cluster, main, median_ms, table
 
 N_PARAMS = 269_322
 CHUNK = """
@@ -59,8 +59,7 @@ class Echo(WorkerPlugin):
 
 
 def comm(updates=60):
-    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster, \
-            Client(cluster) as client:
+    with local_cluster(2) as client:
         client.register_plugin(Echo())
         addrs = sorted(client.nthreads())
         w = np.random.default_rng(0).random(N_PARAMS).astype("float32")
