@@ -1023,7 +1023,7 @@ class DaskClassifier(DaskNetMixin, NeuralNetClassifier):
     def _frame_target_dtype(self, dtypes):
         # Labels as torch's classification losses take them (int64); float
         # targets (BCEWithLogitsLoss's) as float32.
-        if all(dtype.kind in "biu" for dtype in map(np.dtype, dtypes)):
+        if all(dtype.kind in "biu" for dtype in dtypes):
             return "int64"
         return "float32"
 

@@ -277,7 +277,8 @@ def dask_frame_as_array(frame, name, dtype):
                 'select the numeric ones (ddf[["a", "b"]]) or encode this one '
                 "as numbers first (dask_ml.preprocessing: Categorizer, "
                 "DummyEncoder, LabelEncoder)")
-    # pandas' copy-on-write hands out read-only arrays, which torch warns
-    # about: such blocks are copied (once, on their worker).
+    # pandas hands out read-only (copy-on-write), column-major arrays: such
+    # blocks are copied once, on their worker, into the writable row-major
+    # arrays that torch and the fit's bit-for-bit sums expect.
     return frame.astype(dtype).to_dask_array().map_blocks(
-        np.require, requirements="W", dtype=dtype)
+        np.require, requirements="CW", dtype=dtype)
