@@ -25,8 +25,8 @@ extensions = [
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "auto_examples/*.ipynb", "auto_examples/*.py",
-                    "auto_examples/*.md5", "examples/README.rst"]
+# examples/ holds the gallery's sources; auto_examples/ its pages.
+exclude_patterns = ["_build", "examples"]
 
 # --- API reference -------------------------------------------------------
 autosummary_generate = True
@@ -74,3 +74,15 @@ html_theme_options = {
     "show_toc_level": 2,
 }
 html_static_path = []
+
+
+def _benchmark_links(app, docname, source):
+    """The Markdown pages link the benchmarks' result pages beside docs/
+    (``../benchmarks/results/*.md``), which GitHub shows but the site does
+    not hold: on the site they become downloads of those files (MyST's
+    ``path:`` links), and the pages themselves stay as they are."""
+    source[0] = source[0].replace("](../benchmarks/", "](path:../benchmarks/")
+
+
+def setup(app):
+    app.connect("source-read", _benchmark_links)
