@@ -366,9 +366,10 @@ class GeoDampLR(BaseDamper):
     .. math:: B = B_0, \\qquad
               \\mathrm{lr}' = \\mathrm{lr} / \\mathrm{factor}^{\\lfloor e / \\mathrm{delay} \\rfloor}
 
-    Step decay, the classic baseline for :class:`GeoDamp`: in expectation
-    both make the same progress per example, but GeoDamp's updates get
-    fewer as its batch grows.
+    Step decay, the classic baseline for :class:`GeoDamp`: dividing the
+    learning rate by ``factor`` acts much like multiplying the batch by it
+    (Smith et al. 2018, "Don't decay the learning rate, increase the batch
+    size"), but the number of updates per epoch stays the same.
 
     Parameters
     ----------
