@@ -9,6 +9,8 @@ schedule as ``module__hidden`` routes to the module). dask-ml's
 class with a fix for dask 2026.8, dask/dask-ml#1016) on dask arrays, one
 ``partial_fit`` per block.
 """
+import time
+
 import dask.array as da
 import matplotlib.pyplot as plt
 import torch
@@ -37,8 +39,9 @@ def make_estimator(**kwargs):
 
 # %%
 # Grid search: 4 candidates x 2 folds, the fits one after another, each on
-# the whole cluster.
-grid = GridSearchCV(make_estimator(max_epochs=3),
+# the whole cluster (``joblib.parallel_backend("dask")`` with ``n_jobs > 1``
+# runs them side by side: see the user guide's searches page).
+grid = GridSearchCV(make_estimator(max_epochs=2),
                     {"lr": [0.02, 0.2], "batch_size__factor": [1, 2]}, cv=2)
 grid.fit(X_train, y_train)
 print("best:", grid.best_params_, f"cv accuracy {grid.best_score_:.3f}")
@@ -52,12 +55,12 @@ plt.show()
 
 # %%
 # Hyperband on dask arrays: one epoch per ``partial_fit`` call on one block of
-# 240 rows; the search drops the poor models early.
-X = da.from_array(X_train[:1200], chunks=240)
-y = da.from_array(y_train[:1200], chunks=240)
+# 300 rows; the search drops the poor models early.
+X = da.from_array(X_train[:1200], chunks=300)
+y = da.from_array(y_train[:1200], chunks=300)
 search = HyperbandSearchCV(make_estimator(max_epochs=1),
                            {"lr": [0.001, 0.01, 0.1, 0.3], "module__hidden": [16, 64]},
-                           max_iter=9, random_state=0)
+                           max_iter=6, random_state=0)
 search.fit(X, y)
 print("best:", search.best_params_, f"held-out accuracy {search.best_score_:.3f}, "
       f"test accuracy {search.score(X_test, y_test):.3f}")
@@ -71,5 +74,16 @@ ax.set_ylabel("held-out accuracy")
 ax.set_title(f"Hyperband: {len(search.model_history_)} models")
 plt.show()
 
+# %%
+# The search returns once it has its best model; ``partial_fit`` calls of
+# models it dropped may still run on the workers for a moment. They end
+# before the cluster does.
+def running(dask_worker):
+    # cancelled tasks stay here until their thread returns
+    return len(dask_worker.state.executing) + len(dask_worker.state.long_running)
+
+
+while sum(client.run(running).values()):
+    time.sleep(0.1)
 client.close()
 cluster.close()
