@@ -94,8 +94,8 @@ def test_frame_regression_and_r2_score(client):
                         grads_per_worker=25, max_epochs=10, train_split=None,
                         random_state=0, verbose=0)
     est.fit(ddf[["a", "b", "c"]], ddf[["t"]])
-    X = frame[["a", "b", "c"]].to_numpy("float32")
-    y = frame[["t"]].to_numpy("float32")
+    X = frame[["a", "b", "c"]].to_numpy("float32", copy=True)  # writable, for torch
+    y = frame[["t"]].to_numpy("float32", copy=True)
     assert est.score(X, y) > 0.99
     # R^2 summed on the cluster, from frames and from dask arrays alike.
     assert est.score(ddf[["a", "b", "c"]], ddf[["t"]]) == pytest.approx(
