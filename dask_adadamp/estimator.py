@@ -584,15 +584,15 @@ class DaskNetMixin:
             if self.train_split is not None:
                 raise ValueError(
                     f"train_split={self.train_split!r} is not accepted with "
-                    "dask arrays; pass train_split=None and score held-out "
-                    "data with est.score(X_test, y_test)")
+                    "dask arrays or DataFrames; pass train_split=None and score "
+                    "held-out data with est.score(X_test, y_test)")
             X, y = self._check_dask(X, y)
             per_example, constant = fitinputs.split_fit_params(fit_params, X.shape[0])
             if per_example:
                 raise ValueError(
                     f"fit parameters {sorted(per_example)} hold one value per "
-                    "example, which is not accepted with dask arrays; pass "
-                    "numpy arrays, or make them columns of X")
+                    "example, which is not accepted with dask arrays or "
+                    "DataFrames; pass numpy arrays, or make them columns of X")
             return X, y, None, None, constant
         if y is None and not isinstance(X, torch.utils.data.Dataset):
             self.check_data(X, y)
@@ -645,7 +645,7 @@ class DaskNetMixin:
 
     def _check_dask(self, X, y):
         if y is None:
-            raise ValueError("y=None is not accepted with a dask array X; "
+            raise ValueError("y=None is not accepted with a dask X; "
                              "pass the targets as y")
         X = da.asarray(X)
         y = da.asarray(y)
