@@ -112,10 +112,11 @@ class DaskNetMixin:
 
     Examples
     --------
+    >>> import torch
     >>> from dask_adadamp import DaskNetMixin, DaskRegressor
     >>> issubclass(DaskRegressor, DaskNetMixin)
     True
-    >>> est = DaskRegressor("torch.nn.Linear", grads_per_worker=64, max_workers=4)
+    >>> est = DaskRegressor(torch.nn.Linear, grads_per_worker=64, max_workers=4)
     >>> est.get_params()["grads_per_worker"], est.get_params()["max_workers"]
     (64, 4)
     """
