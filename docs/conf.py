@@ -26,7 +26,9 @@ extensions = [
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
 # examples/ holds the gallery's sources; auto_examples/ its pages.
-exclude_patterns = ["_build", "examples"]
+# search.md would be search.html, which Sphinx's search page overwrites:
+# searches.md includes it.
+exclude_patterns = ["_build", "examples", "search.md"]
 
 # --- API reference -------------------------------------------------------
 autosummary_generate = True
