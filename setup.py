@@ -24,8 +24,14 @@ setup(
     extras_require={
         # flaky, safetensors: skorch's own tests use them (tests/skorch_compat);
         # cryptography: a TLS cluster in tests (Security.temporary)
+        # dask[dataframe], pyarrow: dask DataFrames and Parquet as training data
         "test": ["pytest>=7", "pytest-timeout>=2", "matplotlib", "selenium", "flaky",
-                 "safetensors", "cryptography"],
+                 "safetensors", "cryptography", "dask[dataframe]", "pyarrow"],
+        "dataframe": ["dask[dataframe]", "pyarrow"],
+        # The Sphinx site (docs/): README's docs command, .ci/run
+        "docs": ["sphinx>=7", "pydata-sphinx-theme", "numpydoc>=1.6",
+                 "sphinx-gallery>=0.15", "myst-parser>=2", "matplotlib",
+                 "mnist1d>=0.0.2", "dask[dataframe]", "pyarrow"],
         "plot": ["matplotlib"],
         "demo": ["mnist1d>=0.0.2"],
     },

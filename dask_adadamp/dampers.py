@@ -43,12 +43,28 @@ from sklearn.base import BaseEstimator
 class Progress(NamedTuple):
     """What a schedule may read before an update.
 
-    ``loss(fraction=None)`` gives the mean training loss (on the cluster: the
-    training shards, forward only), on a fixed random ``fraction`` of the
-    training set or on all of it. The estimator evaluates it in the calls of
-    the previous update, at that update's weights (one update old); only
-    where no update carried it (the fit's first ask) is it a round of calls
-    of its own, at the current weights.
+    Parameters
+    ----------
+    updates : int
+        Model updates done so far in the fit (``k``).
+    epochs : int
+        Epochs done so far (``e``).
+    n_train : int
+        Examples in the training set.
+    loss : callable or None (default=None)
+        ``loss(fraction=None)`` gives the mean training loss (on the cluster:
+        the training shards, forward only), on a fixed random ``fraction``
+        of the training set or on all of it. The estimator evaluates it in
+        the calls of the previous update, at that update's weights (one
+        update old); only where no update carried it (the fit's first ask)
+        is it a round of calls of its own, at the current weights.
+
+    Examples
+    --------
+    >>> progress = Progress(updates=10, epochs=1, n_train=1000,
+    ...                     loss=lambda fraction=None: 0.5)
+    >>> AdaDamp(initial=16).batch_size(progress._replace(updates=0))
+    16.0
     """
 
     updates: int
@@ -60,11 +76,28 @@ class Progress(NamedTuple):
 class UpdateStats(NamedTuple):
     """What one update measured, reported to the schedule after it.
 
-    ``chunk_sizes[j]`` examples went into chunk ``j`` (computed by the worker
-    that holds its shard, in the update's call to it), whose mean gradient
-    has squared norm ``chunk_sq_norms[j]`` (None unless the schedule sets
-    ``chunk_norms``); ``sq_norm`` is the
-    squared norm of the update's mean gradient and ``loss`` its mean loss.
+    Parameters
+    ----------
+    batch_size : int
+        Examples in the update.
+    loss : float
+        The update's mean training loss.
+    sq_norm : float
+        Squared norm of the update's mean gradient.
+    chunk_sizes : sequence of int
+        ``chunk_sizes[j]`` examples went into chunk ``j`` (computed by the
+        worker that holds its shard, in the update's call to it).
+    chunk_sq_norms : sequence of float or None
+        Squared norm of each chunk's mean gradient (None unless the
+        schedule sets ``chunk_norms``).
+
+    Examples
+    --------
+    >>> damper = RadaDamp(initial=16)
+    >>> damper.observe(UpdateStats(batch_size=16, loss=2.0, sq_norm=1.0,
+    ...                            chunk_sizes=[16], chunk_sq_norms=None))
+    >>> damper.signal_
+    1.0
     """
 
     batch_size: int
@@ -76,6 +109,11 @@ class UpdateStats(NamedTuple):
 
 class BaseDamper(BaseEstimator):
     """A batch-size schedule. Subclasses implement :meth:`batch_size`.
+
+    Subclasses take their parameters as keyword arguments and store them
+    under the same names (scikit-learn's convention, so that ``clone`` and
+    ``batch_size__<name>`` work); what they learn during a fit goes in
+    attributes ending in ``_``.
 
     Attributes
     ----------
@@ -92,6 +130,18 @@ class BaseDamper(BaseEstimator):
         Whether :meth:`batch_size` calls ``progress.loss``: the fit then
         evaluates the loss in the calls of the update before each ask that
         is :meth:`due` (on ``approx`` of the rows, if the schedule has it).
+
+    Examples
+    --------
+    A schedule that doubles the batch every 100 updates:
+
+    >>> class Doubling(BaseDamper):
+    ...     def __init__(self, initial=32):
+    ...         self.initial = initial
+    ...     def batch_size(self, progress):
+    ...         return self.initial * 2 ** (progress.updates // 100)
+    >>> Doubling(initial=8).ask(Progress(updates=250, epochs=0, n_train=1000))
+    32
     """
 
     signal_name = None
@@ -182,10 +232,25 @@ def _check_value(owner, name, value, kind):
 
 
 class Constant(BaseDamper):
-    """``B = B0``: plain mini-batch SGD.
+    """A constant batch size: plain mini-batch SGD.
 
+    .. math:: B_k = B_0
+
+    An int ``batch_size`` of the estimators is this schedule.
+
+    Parameters
+    ----------
+    initial : int (default=128)
+        ``B0``, the batch size of every update.
+
+    Examples
+    --------
     >>> Constant(64).batch_size(Progress(updates=10, epochs=3, n_train=1000))
     64
+
+    As an estimator's schedule (the same as ``batch_size=64``)::
+
+        DaskClassifier(MyNet, batch_size=Constant(64))
     """
 
     _checks: ClassVar[dict] = {"initial": "a positive integer"}
@@ -198,8 +263,15 @@ class Constant(BaseDamper):
 
 
 class GradientDescent(BaseDamper):
-    """``B = n``: the whole training set every update.
+    """The whole training set every update: full-batch gradient descent.
 
+    .. math:: B_k = n
+
+    The estimators' ``batch_size=-1`` (skorch's spelling) is this schedule.
+    It takes no parameters.
+
+    Examples
+    --------
     >>> GradientDescent().batch_size(Progress(updates=0, epochs=0, n_train=1000))
     1000
     """
@@ -209,11 +281,28 @@ class GradientDescent(BaseDamper):
 
 
 class PadaDamp(BaseDamper):
-    """``B_k = ceil(B0 + rate * k)``: linear growth in model updates.
+    """Passive AdaDamp: the batch grows linearly in model updates.
 
-    >>> PadaDamp(initial=16, rate=0.5).batch_size(
-    ...     Progress(updates=10, epochs=0, n_train=1000))
+    .. math:: B_k = \\lceil B_0 + \\mathrm{rate} \\cdot k \\rceil
+
+    with ``k`` the model updates so far. No loss is evaluated: the
+    linear growth stands in for AdaDamp's ``1 / (F(w_k) - F*)``, which grows
+    about linearly for smooth convex losses.
+
+    Parameters
+    ----------
+    initial : int (default=32)
+        ``B0``, the first update's batch size.
+    rate : float (default=1.0)
+        Examples added per model update (>= 0).
+
+    Examples
+    --------
+    >>> damper = PadaDamp(initial=16, rate=0.5)
+    >>> damper.batch_size(Progress(updates=10, epochs=0, n_train=1000))
     21.0
+    >>> damper.ask(Progress(updates=11, epochs=0, n_train=1000))  # an int
+    22
     """
 
     _checks: ClassVar[dict] = {
@@ -228,7 +317,35 @@ class PadaDamp(BaseDamper):
 
 
 class GeoDamp(BaseDamper):
-    """``B = B0 * factor ** floor(e / delay)``: geometric growth in epochs."""
+    """The batch grows geometrically in epochs.
+
+    .. math:: B = B_0 \\cdot \\mathrm{factor}^{\\lfloor e / \\mathrm{delay} \\rfloor}
+
+    with ``e`` the epochs done: the batch is multiplied by ``factor`` every
+    ``delay`` epochs, as step decay divides the learning rate
+    (:class:`GeoDampLR`, its baseline).
+
+    Parameters
+    ----------
+    initial : int (default=32)
+        ``B0``, the batch size of the first ``delay`` epochs.
+    factor : float (default=2)
+        Growth every ``delay`` epochs (>= 1).
+    delay : int (default=10)
+        Epochs between two growths.
+
+    Examples
+    --------
+    >>> damper = GeoDamp(initial=32, factor=2, delay=3)
+    >>> [damper.batch_size(Progress(updates=0, epochs=e, n_train=1000))
+    ...  for e in range(7)]
+    [32, 32, 32, 64, 64, 64, 128]
+
+    As an estimator's schedule, its parameters routed as skorch routes a
+    module's (and grid-searchable)::
+
+        DaskClassifier(MyNet, batch_size=GeoDamp, batch_size__factor=4)
+    """
 
     _checks: ClassVar[dict] = {
         "initial": "a positive integer", "factor": "a number >= 1",
@@ -244,12 +361,32 @@ class GeoDamp(BaseDamper):
 
 
 class GeoDampLR(BaseDamper):
-    """Constant ``B0``; the learning rate is divided by ``factor`` every
-    ``delay`` epochs (step decay, the classic baseline for GeoDamp).
+    """A constant batch and a learning rate decayed in steps.
 
+    .. math:: B = B_0, \\qquad
+              \\mathrm{lr}' = \\mathrm{lr} / \\mathrm{factor}^{\\lfloor e / \\mathrm{delay} \\rfloor}
+
+    Step decay, the classic baseline for :class:`GeoDamp`: dividing the
+    learning rate by ``factor`` acts much like multiplying the batch by it
+    (Smith et al. 2018, "Don't decay the learning rate, increase the batch
+    size"), but the number of updates per epoch stays the same.
+
+    Parameters
+    ----------
+    initial : int (default=32)
+        ``B0``, the batch size of every update.
+    factor : float (default=2)
+        Division of the learning rate every ``delay`` epochs (>= 1).
+    delay : int (default=10)
+        Epochs between two decays.
+
+    Examples
+    --------
     >>> damper = GeoDampLR(initial=32, factor=10, delay=5)
     >>> damper.lr_factor(Progress(updates=0, epochs=12, n_train=1000))
     0.01
+    >>> damper.batch_size(Progress(updates=0, epochs=12, n_train=1000))
+    32
     """
 
     _checks: ClassVar[dict] = {
@@ -269,7 +406,9 @@ class GeoDampLR(BaseDamper):
 
 
 class AdaDamp(BaseDamper):
-    """``B_k = ceil(B0 * (F(w_0) - F*) / (F(w_k) - F*))``.
+    """The batch grows as the training loss falls (the AdaDamp rule).
+
+    .. math:: B_k = \\left\\lceil B_0 \\, \\frac{F(w_0) - F^*}{F(w_k) - F^*} \\right\\rceil
 
     ``F`` is the mean training loss (forward passes over the training
     shards, the module in eval mode), ``F* = loss_min``. It is evaluated in
@@ -281,16 +420,28 @@ class AdaDamp(BaseDamper):
 
     Parameters
     ----------
-    initial : int
-        ``B0``.
-    loss_min : float
+    initial : int (default=32)
+        ``B0``, the first update's batch size.
+    loss_min : float (default=0.0)
         ``F*``, the least training loss reachable (0 for most losses).
-    approx : float in (0, 1] or None
+    approx : float in (0, 1] or None (default=None)
         Evaluate ``F`` on this fraction of the training set (the same
         random rows each time), or on all of it.
-    dwell : int
+    dwell : int (default=1)
         Evaluate ``F`` every ``dwell`` updates and hold the batch size in
         between.
+
+    Examples
+    --------
+    A loss that has fallen from 2.0 to 0.5 quadruples the batch:
+
+    >>> damper = AdaDamp(initial=16)
+    >>> losses = iter([2.0, 0.5])
+    >>> progress = Progress(0, 0, 1000, loss=lambda fraction=None: next(losses))
+    >>> damper.ask(progress), damper.ask(progress._replace(updates=1))
+    (16, 64)
+    >>> damper.signal_
+    4.0
     """
 
     signal_name = "loss_ratio"
@@ -318,11 +469,34 @@ class AdaDamp(BaseDamper):
 class RadaDamp(BaseDamper):
     """AdaDamp driven by what every update measures anyway.
 
-    ``B_k = ceil(B0 * max(1, R_0 / R_k))`` with ``R_k`` a bias-corrected
-    moving average (weight ``rho`` on the past) of
-    ``fudge * batch loss + |batch gradient|^2``, and ``R_0`` the first
-    update's value. No extra evaluation on the cluster; the signal recorded
-    is ``R_0 / R_k``.
+    .. math:: B_k = \\lceil B_0 \\max(1, R_0 / R_k) \\rceil
+
+    with ``R_k`` a bias-corrected moving average (weight ``rho`` on the
+    past) of ``fudge * batch loss + |batch gradient|^2``, and ``R_0`` the
+    first update's value. No extra evaluation on the cluster; the signal
+    recorded is ``R_0 / R_k``.
+
+    Parameters
+    ----------
+    initial : int (default=32)
+        ``B0``, also the floor.
+    rho : float in [0, 1) (default=0.9)
+        Weight of the past in the moving average.
+    fudge : float (default=0.01)
+        Weight of the batch loss beside the squared gradient norm (>= 0).
+    dwell : int (default=1)
+        Updates between two changes of the batch size.
+
+    Examples
+    --------
+    Once the measured value has fallen to a quarter of the first, the
+    batch is about four times ``B0``:
+
+    >>> damper = RadaDamp(initial=16, rho=0.0, fudge=0.0)
+    >>> for sq_norm in (1.0, 0.25):
+    ...     damper.observe(UpdateStats(16, 1.0, sq_norm, [16], None))
+    >>> damper.batch_size(Progress(updates=2, epochs=0, n_train=1000))
+    64.0
     """
 
     signal_name = "loss_ratio"
@@ -381,14 +555,27 @@ class NoiseScaleDamp(BaseDamper):
 
     Parameters
     ----------
-    initial : int
+    initial : int (default=32)
         ``B0``, also the floor.
-    scale : float
+    scale : float (default=0.2)
         Fraction of the noise scale to use as the batch size.
-    beta : float in [0, 1)
+    beta : float in [0, 1) (default=0.99)
         Smoothing of the two estimates.
-    dwell : int
+    dwell : int (default=1)
         Updates between two changes of the batch size.
+
+    Examples
+    --------
+    Two chunks of 32 whose mean gradients are longer than the update's:
+    their spread estimates the noise, here a noise scale of 78 examples.
+
+    >>> damper = NoiseScaleDamp(initial=16, scale=1.0, beta=0.0)
+    >>> damper.observe(UpdateStats(batch_size=64, loss=1.0, sq_norm=1.0,
+    ...                            chunk_sizes=[32, 32], chunk_sq_norms=[1.5, 1.6]))
+    >>> round(damper.signal_, 1)  # B_noise, examples
+    78.2
+    >>> damper.ask(Progress(updates=1, epochs=0, n_train=1000))
+    79
     """
 
     signal_name = "noise_scale"

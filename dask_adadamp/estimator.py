@@ -30,7 +30,7 @@ import dask
 import dask.array as da
 import numpy as np
 import torch
-from sklearn.base import clone
+from sklearn.base import clone, is_classifier
 from sklearn.utils import check_random_state
 from sklearn.utils.metadata_routing import _routing_enabled, process_routing
 from skorch import NeuralNet, NeuralNetClassifier, NeuralNetRegressor
@@ -45,12 +45,9 @@ from .worker import ModelSpec
 
 _positive_int = _KINDS["a positive integer"]
 
-
-class DaskNetMixin:
-    """Replace a skorch net's training step with gradients computed on Dask.
-
-    Parameters added to skorch's (see the skorch net for the rest):
-
+#: The parameters every Dask net adds to skorch's, in numpydoc form (filled
+#: into the docstrings below, as skorch fills its own).
+_DASK_PARAMETERS = """\
     client : distributed.Client, str or None (default=None)
         The cluster to train on: a client, a scheduler address, or None
         for the current client (``distributed.get_client()``), falling back
@@ -65,19 +62,38 @@ class DaskNetMixin:
         bit, whatever the number of workers. With None the seed is drawn
         from torch's global generator, so ``torch.manual_seed(n)`` before
         a fit repeats it, as with skorch.
-    min_workers, max_workers : int or None (default=None)
-        When either is set, the fit holds the cluster behind the client
-        (``client.cluster``: LocalCluster, dask-jobqueue, dask-kubernetes,
-        anything with ``.scale``) at ``clip(ceil(B / grads_per_worker),
-        min_workers, max_workers)`` workers for an update of ``B``
-        examples, and gives it back at the size it found when the fit
-        ends. None for both: the cluster is left alone.
     max_batch_size : int or None (default=None)
         Most examples an update uses. When the batch-size schedule asks for
         ``B`` larger than this, the update uses ``max_batch_size`` examples
         and the learning rate ``lr * max_batch_size / B``. None: no
         maximum (an update never exceeds the training set).
+    min_workers : int or None (default=None)
+        Fewest workers the fit holds the cluster at; see ``max_workers``.
+    max_workers : int or None (default=None)
+        When it or ``min_workers`` is set, the fit holds the cluster behind
+        the client (``client.cluster``: LocalCluster, dask-jobqueue,
+        dask-kubernetes, anything with ``.scale``) at ``clip(ceil(B /
+        grads_per_worker), min_workers, max_workers)`` workers for an
+        update of ``B`` examples, asking without waiting, and gives it back
+        at the size it found when the fit ends. None for both: the cluster
+        is left alone.
+"""
 
+
+class DaskNetMixin:
+    """Replace a skorch net's training step with gradients computed on Dask.
+
+    Mixed in before a skorch net class, as in :class:`DaskClassifier`
+    (``DaskNetMixin, NeuralNetClassifier``) and :class:`DaskRegressor`. It
+    adds the parameters below to skorch's and replaces ``fit_loop`` and
+    ``train_step_single``; prediction, validation, callbacks and
+    ``history`` stay skorch's.
+
+    Parameters
+    ----------
+%(parameters)s
+    Notes
+    -----
     ``batch_size`` is an int (a constant batch) or a schedule from
     :mod:`dask_adadamp.dampers`, as a class or an instance; its parameters
     route as ``batch_size__<name>``, like ``module__<name>``. The fitted
@@ -96,6 +112,16 @@ class DaskNetMixin:
     workers). The client keeps its copy of the module there too when it has
     that device, else on its CPU; the workers are asked for the device
     before any data is placed.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dask_adadamp import DaskNetMixin, DaskRegressor
+    >>> issubclass(DaskRegressor, DaskNetMixin)
+    True
+    >>> est = DaskRegressor(torch.nn.Linear, grads_per_worker=64, max_workers=4)
+    >>> est.get_params()["grads_per_worker"], est.get_params()["max_workers"]
+    (64, 4)
     """
 
     # ``batch_size__factor=5`` routes to the schedule, as skorch routes
@@ -565,19 +591,20 @@ class DaskNetMixin:
     def _split(self, X, y, fit_params, split_params):
         """Training rows for the cluster, skorch's datasets, and the fit
         parameters every chunk gets as they are."""
+        X, y = self._dask_frames_as_arrays(X, y)
         if isinstance(X, da.Array) or isinstance(y, da.Array):
             if self.train_split is not None:
                 raise ValueError(
                     f"train_split={self.train_split!r} is not accepted with "
-                    "dask arrays; pass train_split=None and score held-out "
-                    "data with est.score(X_test, y_test)")
+                    "dask arrays or DataFrames; pass train_split=None and score "
+                    "held-out data with est.score(X_test, y_test)")
             X, y = self._check_dask(X, y)
             per_example, constant = fitinputs.split_fit_params(fit_params, X.shape[0])
             if per_example:
                 raise ValueError(
                     f"fit parameters {sorted(per_example)} hold one value per "
-                    "example, which is not accepted with dask arrays; pass "
-                    "numpy arrays, or make them columns of X")
+                    "example, which is not accepted with dask arrays or "
+                    "DataFrames; pass numpy arrays, or make them columns of X")
             return X, y, None, None, constant
         if y is None and not isinstance(X, torch.utils.data.Dataset):
             self.check_data(X, y)
@@ -613,9 +640,24 @@ class DaskNetMixin:
         X_train = fitinputs.train_rows(X_train, per_example, rows)
         return X_train, y_train, dataset_train, dataset_valid, constant
 
+    def _dask_frames_as_arrays(self, X, y=None):
+        """Dask DataFrames and Series as lazy dask arrays (X float32, y
+        :meth:`_frame_target_dtype`); other inputs as they are."""
+        if fitinputs.is_dask_frame(X):
+            X = fitinputs.dask_frame_as_array(X, "X", "float32")
+        if fitinputs.is_dask_frame(y):
+            y = fitinputs.dask_frame_as_array(
+                y, "y", self._frame_target_dtype(y.dtypes if y.ndim == 2 else [y.dtype]))
+        return X, y
+
+    def _frame_target_dtype(self, dtypes):
+        """The dtype of a dask frame's targets: float32, as the module's
+        outputs (a regressor's)."""
+        return "float32"
+
     def _check_dask(self, X, y):
         if y is None:
-            raise ValueError("y=None is not accepted with a dask array X; "
+            raise ValueError("y=None is not accepted with a dask X; "
                              "pass the targets as y")
         X = da.asarray(X)
         y = da.asarray(y)
@@ -686,13 +728,71 @@ class DaskNetMixin:
     # --- prediction ---------------------------------------------------------
 
     def predict_proba(self, X):
-        """skorch's ``predict_proba``; for a dask array, a dask array
-        computed block by block on the workers (dask-ml's
-        ``ParallelPostFit``). ``predict`` and ``score`` follow."""
+        """skorch's ``predict_proba``; for a dask array, DataFrame or
+        Series, a dask array computed block by block on the workers
+        (dask-ml's ``ParallelPostFit``). ``predict`` and ``score`` follow.
+
+        Parameters
+        ----------
+        X : array-like, dask array or dask DataFrame
+            The examples, as ``fit`` takes them.
+
+        Returns
+        -------
+        numpy.ndarray or dask.array.Array
+            The module's outputs (probabilities for a classifier), of the
+            same kind as ``X``: a dask array for dask inputs.
+        """
+        X, _ = self._dask_frames_as_arrays(X)
         if isinstance(X, da.Array):
-            from dask_ml.wrappers import ParallelPostFit
-            return ParallelPostFit(estimator=self).predict_proba(X)
+            # Block by block where the blocks are, as dask-ml's
+            # ParallelPostFit (whose predict_proba needs classes_: not for
+            # a regressor). The output's shape comes from one row of zeros.
+            X = X.rechunk({axis: -1 for axis in range(1, X.ndim)})
+            out = super().predict_proba(np.zeros((1,) + X.shape[1:], X.dtype))
+            return X.map_blocks(
+                _predict_proba_block, self, dtype=out.dtype,
+                drop_axis=list(range(1, X.ndim)), new_axis=list(range(1, out.ndim)),
+                chunks=(X.chunks[0],) + tuple((n,) for n in out.shape[1:]),
+                meta=np.empty((0,) + out.shape[1:], out.dtype))
         return super().predict_proba(X)
+
+    def score(self, X, y, sample_weight=None):
+        """scikit-learn's score (accuracy for a classifier, R^2 for a
+        regressor); dask DataFrames and Series are taken as dask arrays.
+
+        Parameters
+        ----------
+        X : array-like, dask array or dask DataFrame
+            The examples.
+        y : array-like, dask array or dask DataFrame or Series
+            Their targets.
+        sample_weight : array-like or None (default=None)
+            Weights of the examples.
+
+        Returns
+        -------
+        float
+            The score.
+        """
+        X, y = self._dask_frames_as_arrays(X, y)
+        if not (isinstance(X, da.Array) or isinstance(y, da.Array)):
+            return super().score(X, y, sample_weight=sample_weight)
+        # As dask-ml's ParallelPostFit.score: the metric is computed where
+        # the predictions are, and only the number comes back.
+        from dask_ml import metrics
+        y_pred, y = dask.persist(da.asarray(self.predict(X)), da.asarray(y))
+        if _unknown_rows(y_pred) or _unknown_rows(y):
+            # In memory now: only the blocks' sizes are read.
+            y_pred, y = y_pred.compute_chunk_sizes(), y.compute_chunk_sizes()
+        if y.chunks[0] != y_pred.chunks[0]:
+            y = y.rechunk({0: y_pred.chunks[0]})
+        if is_classifier(self):
+            return float(metrics.accuracy_score(y, y_pred, sample_weight=sample_weight))
+        if sample_weight is not None:
+            raise ValueError("sample_weight is not accepted with dask inputs to "
+                             "a regressor's score; pass numpy arrays")
+        return _r2_score(y, y_pred)
 
     # --- cloning and pickling --------------------------------------------
 
@@ -797,18 +897,40 @@ def _call_times(timing):
             "bytes_in": timing.get("bytes_in"), "workers_ms": per_worker}
 
 
+def _predict_proba_block(block, est):
+    return est.predict_proba(block)
+
+
+def _r2_score(y, y_pred):
+    """scikit-learn's ``r2_score`` (outputs averaged uniformly) of dask
+    arrays, summed on the cluster (dask-ml's fails on blocks of unknown
+    size)."""
+    y = y.reshape((y.shape[0], -1)) if y.ndim != 2 else y
+    y_pred = y_pred.reshape((y_pred.shape[0], -1)) if y_pred.ndim != 2 else y_pred
+    residual, total = dask.compute(((y - y_pred) ** 2).sum(axis=0),
+                                   ((y - y.mean(axis=0)) ** 2).sum(axis=0))
+    # As scikit-learn: a constant target scores 1 if predicted exactly, else 0.
+    scores = np.where(total > 0, 1 - residual / np.where(total > 0, total, 1),
+                      np.where(residual > 0, 0.0, 1.0))
+    return float(scores.mean())
+
+
+def _unknown_rows(a):
+    return any(math.isnan(c) for c in a.chunks[0])
+
+
 def _head(a, n=2):
     """The first ``n`` rows of an array; of a dask array, computed from its
     first non-empty block, whose size need not be known."""
     if not isinstance(a, da.Array):
         return a[:n]
-    if not any(math.isnan(c) for c in a.chunks[0]):
+    if not _unknown_rows(a):
         return a[:n].compute()
     a = a.rechunk({axis: -1 for axis in range(1, a.ndim)})
     for block in a.to_delayed().ravel():
         rows = dask.delayed(lambda b: b[:n])(block).compute()
         if len(rows):
-            return rows
+            return np.require(rows, requirements="W")  # torch takes it
     raise ValueError(f"the dask array of shape {a.shape} holds no examples")
 
 
@@ -829,10 +951,59 @@ def _local_device(device):
 class DaskClassifier(DaskNetMixin, NeuralNetClassifier):
     """A skorch ``NeuralNetClassifier`` trained on a Dask cluster.
 
-    Parameters are skorch's (``module``, ``criterion``, ``optimizer``,
-    ``lr``, ``max_epochs``, ``batch_size``, ``callbacks``, ``train_split``,
-    ``device``, ``module__*``, ``optimizer__*``, ...) plus ``client``,
-    ``grads_per_worker`` and ``random_state``; see :class:`DaskNetMixin`.
+    Each model update's gradient is computed by the workers that hold its
+    rows; the optimizer steps, callbacks, validation and prediction run in
+    this process, as in skorch. Parameters not listed here are skorch's
+    (``NeuralNetClassifier``), with skorch's defaults, and route as in
+    skorch: ``module__*``, ``optimizer__*``, ``criterion__*``, and
+    ``batch_size__*`` for the schedule.
+
+    Parameters
+    ----------
+    module : torch.nn.Module class or instance
+        The network. Its class must be importable on the workers, or be
+        defined in ``__main__`` (pickled by value).
+    criterion : torch criterion class (default=torch.nn.NLLLoss)
+        The loss, as in skorch (``torch.nn.CrossEntropyLoss`` for a module
+        that returns logits).
+    optimizer : torch.optim.Optimizer class (default=torch.optim.SGD)
+        Any torch optimizer; its state stays in this process.
+    lr : float (default=0.01)
+        The learning rate (scaled down past ``max_batch_size``).
+    max_epochs : int (default=10)
+        Passes over the training data.
+    batch_size : int, schedule class or schedule (default=128)
+        Examples per model update: an int (constant), -1 (the whole training
+        set), or a schedule from :mod:`dask_adadamp.dampers` such as
+        ``GeoDamp(initial=32, factor=2, delay=5)``.
+    train_split : callable or None (default=skorch's ValidSplit(5, stratified=True))
+        skorch's validation split; None for dask arrays and DataFrames
+        (score held-out data with :meth:`score`).
+%(parameters)s    **kwargs
+        skorch's other parameters (``callbacks``, ``device``, ``verbose``,
+        ``warm_start``, ...) and routed ``module__*``, ``optimizer__*``,
+        ``criterion__*`` and ``batch_size__*`` values.
+
+    Attributes
+    ----------
+    module_ : torch.nn.Module
+        The trained module (on this process).
+    damper_ : dask_adadamp.dampers.BaseDamper
+        The fitted batch-size schedule.
+    classes_ : numpy.ndarray
+        The class labels seen in ``fit``.
+    history : skorch.history.History
+        One entry per epoch; ``history[epoch, "batches"]`` one per update.
+
+    Notes
+    -----
+    ``fit(X, y)`` takes numpy arrays, torch tensors, a torch Dataset,
+    scipy.sparse matrices, dicts of arrays, dask arrays, and dask
+    DataFrames or Series (numeric columns; X becomes float32, integer or
+    bool labels int64, float targets float32). Dask inputs are trained on
+    where their blocks or partitions are, never gathered in this process;
+    ``predict``, ``predict_proba`` and ``score`` take them too and compute
+    on the workers.
 
     Examples
     --------
@@ -861,11 +1032,51 @@ class DaskClassifier(DaskNetMixin, NeuralNetClassifier):
         # The classes: a reduction on the cluster, only the labels return.
         return da.unique(y).compute()
 
+    def _frame_target_dtype(self, dtypes):
+        # Labels as torch's classification losses take them (int64); float
+        # targets (BCEWithLogitsLoss's) as float32.
+        if all(dtype.kind in "biu" for dtype in dtypes):
+            return "int64"
+        return "float32"
+
 
 class DaskRegressor(DaskNetMixin, NeuralNetRegressor):
     """A skorch ``NeuralNetRegressor`` trained on a Dask cluster.
 
-    Targets must be 2-dimensional, as in skorch (``y.reshape(-1, 1)``).
+    As :class:`DaskClassifier`, for regression. Targets must be
+    2-dimensional, as in skorch (``y.reshape(-1, 1)``, or
+    ``ddf[["target"]]`` for a dask DataFrame).
+
+    Parameters
+    ----------
+    module : torch.nn.Module class or instance
+        The network. Its class must be importable on the workers, or be
+        defined in ``__main__`` (pickled by value).
+    criterion : torch criterion class (default=torch.nn.MSELoss)
+        The loss, as in skorch.
+    optimizer : torch.optim.Optimizer class (default=torch.optim.SGD)
+        Any torch optimizer; its state stays in this process.
+    lr : float (default=0.01)
+        The learning rate (scaled down past ``max_batch_size``).
+    max_epochs : int (default=10)
+        Passes over the training data.
+    batch_size : int, schedule class or schedule (default=128)
+        Examples per model update: an int (constant), -1 (the whole training
+        set), or a schedule from :mod:`dask_adadamp.dampers`.
+    train_split : callable or None (default=skorch's ValidSplit(5))
+        skorch's validation split; None for dask arrays and DataFrames.
+%(parameters)s    **kwargs
+        skorch's other parameters and routed ``module__*``,
+        ``optimizer__*``, ``criterion__*`` and ``batch_size__*`` values.
+
+    Attributes
+    ----------
+    module_ : torch.nn.Module
+        The trained module (on this process).
+    damper_ : dask_adadamp.dampers.BaseDamper
+        The fitted batch-size schedule.
+    history : skorch.history.History
+        One entry per epoch; ``history[epoch, "batches"]`` one per update.
 
     Examples
     --------
@@ -885,3 +1096,7 @@ class DaskRegressor(DaskNetMixin, NeuralNetRegressor):
     True
     >>> client.close(); cluster.close()
     """
+
+
+for _cls in (DaskNetMixin, DaskClassifier, DaskRegressor):
+    _cls.__doc__ = _cls.__doc__.replace("%(parameters)s", _DASK_PARAMETERS)

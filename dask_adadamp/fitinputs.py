@@ -9,6 +9,8 @@
   example are placed with the data and sliced with every chunk
   (:class:`~dask_adadamp.netcopy.Rows`); the others reach every chunk's
   ``infer`` as they are.
+- Dask DataFrames and Series (:func:`dask_frame_as_array`): lazy dask
+  arrays, converted partition by partition where the partitions are.
 - ``iterator_train`` settings (:func:`train_batch_size`): the training
   iterator is the fit's own sampler, so ``iterator_train__batch_size``
   sets the batch size and every other setting is refused by name.
@@ -18,6 +20,7 @@
 """
 import copy
 import numbers
+import sys
 import warnings
 from collections.abc import Mapping
 
@@ -229,3 +232,53 @@ def train_scoring_uncached(net):
             "caching (use_caching=False): the workers return sums, not "
             "predictions, so the training data is predicted again on the "
             "client after each epoch", UserWarning, stacklevel=4)
+
+
+def is_dask_frame(obj):
+    """Whether ``obj`` is a dask DataFrame or Series (dask.dataframe is not
+    imported for that: it is only loaded where someone made a frame)."""
+    dd = sys.modules.get("dask.dataframe")
+    return dd is not None and isinstance(obj, (dd.DataFrame, dd.Series))
+
+
+def dask_frame_as_array(frame, name, dtype):
+    """A dask DataFrame or Series as a lazy dask array of ``dtype``.
+
+    Every partition is converted where it is, when the fit places it: the
+    frame's rows never come to the client, and its partitions' lengths are
+    measured once they are in memory on the workers (the user's graph, a
+    Parquet read say, runs once for the training data). Raise ValueError
+    naming the first column that is not numbers (bool, int or float).
+
+    >>> import pandas as pd, dask.dataframe as dd
+    >>> ddf = dd.from_pandas(pd.DataFrame({"a": [1, 2], "s": ["x", "y"]}),
+    ...                      npartitions=1)
+    >>> X = dask_frame_as_array(ddf[["a"]], "X", "float32")
+    >>> X.shape, X.dtype  # the rows are counted where they are, in the fit
+    ((nan, 1), dtype('float32'))
+    >>> X.compute()
+    array([[1.],
+           [2.]], dtype=float32)
+    >>> dask_frame_as_array(ddf, "X", "float32")
+    Traceback (most recent call last):
+    ...
+    ValueError: X's column 's' of dtype string is not accepted; columns must hold numbers (bool, int or float): select the numeric ones (ddf[["a", "b"]]) or encode this one as numbers first (dask_ml.preprocessing: Categorizer, DummyEncoder, LabelEncoder)
+    """
+    import pandas as pd
+
+    columns = (frame.dtypes.items() if frame.ndim == 2 else [(frame.name, frame.dtype)])
+    for column, column_dtype in columns:
+        # Nullable pandas dtypes (Int64, boolean) count: a missing value
+        # becomes NaN in float32 and the fit's finiteness check names it.
+        if not pd.api.types.is_numeric_dtype(column_dtype):
+            raise ValueError(
+                f"{name}'s column {column!r} of dtype {column_dtype} is not "
+                "accepted; columns must hold numbers (bool, int or float): "
+                'select the numeric ones (ddf[["a", "b"]]) or encode this one '
+                "as numbers first (dask_ml.preprocessing: Categorizer, "
+                "DummyEncoder, LabelEncoder)")
+    # pandas hands out read-only (copy-on-write), column-major arrays: such
+    # blocks are copied once, on their worker, into the writable row-major
+    # arrays that torch and the fit's bit-for-bit sums expect.
+    return frame.astype(dtype).to_dask_array().map_blocks(
+        np.require, requirements="CW", dtype=dtype)
