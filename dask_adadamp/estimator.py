@@ -38,7 +38,7 @@ from skorch.callbacks import ProgressBar as SkorchProgressBar
 
 from . import dashboard, engine, fitinputs, netcopy
 from .callbacks import ProgressBar
-from .dampers import (_KINDS, BaseDamper, Constant, GradientDescent,
+from .dampers import (_KINDS, DAMPERS, BaseDamper, Constant, GradientDescent,
                       Progress, UpdateStats)
 from .sampling import EpochSampler
 from .worker import ModelSpec
@@ -413,9 +413,26 @@ class DaskNetMixin:
         round of calls at the current weights."""
         ridden = session.ridden_loss
         if ridden is not None and ridden[:2] == (updates, fraction):
-            return ridden[2]
-        weights, buffers = self._weights()
-        return session.mean_loss(weights, buffers, self._loss_rows(session, fraction))
+            loss = ridden[2]
+        else:
+            weights, buffers = self._weights()
+            loss = session.mean_loss(weights, buffers, self._loss_rows(session, fraction))
+        if not math.isfinite(loss):
+            raise self._non_finite("the training loss the schedule reads", loss,
+                                   updates + 1)
+        return loss
+
+    def _non_finite(self, what, loss, update_number):
+        """The error that stops a fit whose schedule needs a finite loss."""
+        free = [name for name, cls in DAMPERS.items() if not cls().needs_finite]
+        return FloatingPointError(
+            f"{what} is not finite (loss {loss}) at model update "
+            f"{update_number} (epoch {len(self.history)}), and the batch-size "
+            f"schedule {self.damper_!r} reads the loss or gradient, so the fit "
+            "stops (skorch would train on); the estimator keeps the weights "
+            "from before that update. A smaller lr may help, or a schedule "
+            f"that does not read them ({', '.join(free)}), which trains on "
+            "as skorch does.")
 
     def _loss_rows(self, session, fraction):
         """The rows of each shard the schedule's loss is evaluated on: all,
@@ -496,12 +513,12 @@ class DaskNetMixin:
             self._session.ridden_loss = (update_number, fraction, sums.mean_loss)
         grad, count, buffers = sums.grad, sums.count, sums.buffers
         loss = sums.loss / count
-        if not (np.isfinite(loss) and np.isfinite(grad).all()):
-            raise FloatingPointError(
-                f"the training loss became {loss} at model update "
-                f"{update_number} (epoch {len(self.history)}); the "
-                "estimator keeps the weights from before that update. "
-                "A smaller lr or a different batch size may help.")
+        # skorch trains on with a non-finite loss; a schedule that reads it
+        # cannot, so it stops before the step spoils the weights.
+        if self.damper_.needs_finite and not (
+                np.isfinite(loss) and np.isfinite(grad).all()):
+            what = "loss" if not np.isfinite(loss) else "gradient"
+            raise self._non_finite(f"the training {what}", loss, update_number)
         netcopy.set_buffers(self, buffers)
         mean = grad / count
         # skorch's gradient: of the batch's mean, or of its sum where the

@@ -8,11 +8,6 @@ CALLS = ("records calls made inside the module, criterion or net in a list or mo
          "of the test's process; those calls run on the workers")
 MOCK = ("patches a unittest.mock object onto the net's criterion, which does not survive "
         "pickling to the workers (and its calls would happen there)")
-NAN = ("its module feeds logits to NLLLoss (no softmax), so the loss is NaN from the "
-       "first update: skorch trains on, the Dask classes stop with FloatingPointError "
-       "by design")
-FILES = ("needs skorch's data files (skorch/tests/net_cuda.pkl, net_cuda.pt, "
-         "optimizer_cuda.pt), which skorch's wheel does not ship")
 
 EXCLUDED = {
     # the class's name
@@ -28,6 +23,9 @@ EXCLUDED = {
     "test_net.py::TestNeuralNet::test_fit_params_passed_to_module": CALLS,
     "test_net.py::TestNeuralNet::test_fit_params_passed_to_module_in_pipeline": CALLS,
     "test_net.py::TestNeuralNet::test_criterion_training_set_correctly": CALLS,
+    # its module appends each forward's fit parameters to a module-level list
+    "test_net.py::TestMetadataRouting::test_fit_with_extra_params_and_routing": CALLS,
+    "test_net.py::TestMetadataRouting::test_partial_fit_with_extra_params_and_routing": CALLS,
     "test_net.py::TestNeuralNet::test_change_get_loss": (
         "its get_loss writes to net.history, which stays on the client; the workers' "
         "copy of the net has none"),
@@ -58,22 +56,7 @@ EXCLUDED = {
         "checks loss.requires_grad in a callback: the training loss comes back from the "
         "workers as a number, its graph stays there"),
     # NaN losses from the test's own setup
-    "test_net.py::TestNeuralNet::test_with_initialized_module_other_params": NAN,
-    "test_net.py::TestNeuralNet::test_fit_params_passed_to_train_split": NAN,
-    "test_net.py::TestMetadataRouting::test_fit_with_extra_params_and_routing": NAN,
-    "test_net.py::TestMetadataRouting::test_partial_fit_with_extra_params_and_routing": NAN,
-    "test_net.py::TestMetadataRouting::test_pipeline_with_routing_enabled": NAN,
-    "test_net.py::TestMetadataRouting::test_backward_compat_fit_params_to_train_split": NAN,
-    "callbacks/test_training.py::TestParamMapper::test_freezing_is_effective[mod_kwargs1": NAN,
-    "callbacks/test_training.py::TestInputShapeSetter::test_shape_set": NAN,
-    "callbacks/test_training.py::TestInputShapeSetter::test_parameter_name": NAN,
-    "callbacks/test_training.py::TestInputShapeSetter::test_module_name": NAN,
-    "test_net.py::TestMetadataRouting::test_fit_with_extra_params_does_not_break_valid_split": NAN,
-    "test_net.py::TestMetadataRouting::test_groups_routed_to_train_split": NAN,
-    "test_net.py::TestNeuralNet::test_data_dict_and_fit_params": NAN,
     # not runnable from skorch's wheel
-    "test_net.py::TestNeuralNet::test_pickle_load": FILES,
-    "test_net.py::TestNeuralNet::test_load_cuda_params_to_cpu": FILES,
     # features out of scope
     "callbacks/test_logging.py::TestPrintLog::": (
         "asserts skorch's exact epoch table; the Dask classes record more per epoch "
