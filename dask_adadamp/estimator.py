@@ -34,13 +34,14 @@ from sklearn.base import clone
 from sklearn.utils import check_random_state
 from sklearn.utils.metadata_routing import _routing_enabled, process_routing
 from skorch import NeuralNet, NeuralNetClassifier, NeuralNetRegressor
+from skorch.callbacks import BatchScoring
 from skorch.callbacks import ProgressBar as SkorchProgressBar
 
 from . import dashboard, engine, fitinputs, netcopy
 from .callbacks import ProgressBar
 from .dampers import (_KINDS, DAMPERS, BaseDamper, Constant, GradientDescent,
                       Progress, UpdateStats)
-from .sampling import EpochSampler
+from .sampling import EpochSampler, Update
 from .worker import ModelSpec
 
 _positive_int = _KINDS["a positive integer"]
@@ -288,6 +289,7 @@ class DaskNetMixin:
             X, y, fit_params, split_params)
         if epochs == 0:  # as in skorch: nothing to train, nothing to check
             return self
+        fitinputs.check_batch_scoring(self, X_train)
         self._check_loss_on_client(X_train, y_train, constant)
 
         with engine.seceded():
@@ -297,7 +299,8 @@ class DaskNetMixin:
     #: Attributes that stay on the client when the net goes to the workers
     #: (the fit's session and what it measured).
     _client_only = ("client", "damper_", "lr_scale_", "_session", "_monitor",
-                    "_tick", "_epoch_rows", "_last_stats", "_last_timing")
+                    "_tick", "_epoch_rows", "_last_stats", "_last_timing",
+                    "_train_data")
 
     def _fit_on_cluster(self, X_train, y_train, dataset_train, dataset_valid,
                         epochs, constant, fit_params):
@@ -329,6 +332,7 @@ class DaskNetMixin:
                 if isinstance(X_train, da.Array):
                     session.check_finite()
                 self._session, self._monitor = session, monitor
+                self._train_data = (X_train, y_train)
                 try:
                     for _ in range(epochs):
                         self.notify("on_epoch_begin", **on_epoch_kwargs)
@@ -345,7 +349,7 @@ class DaskNetMixin:
                         self.notify("on_epoch_end", **on_epoch_kwargs)
                         monitor.epoch(self._epoch_record())
                 finally:
-                    del self._session, self._monitor
+                    del self._session, self._monitor, self._train_data
             status = "finished"
         except Exception as exc:
             if client.status in ("closing", "closed"):
@@ -487,6 +491,27 @@ class DaskNetMixin:
             "loss": self._last_stats.loss,
             "signal_name": name, "signal": record.get(name)}, workers=workers)
         return step
+
+    def notify(self, method_name, **cb_kwargs):
+        """skorch's ``notify``; at the end of a training update,
+        ``BatchScoring(on_train=True)`` callbacks get the update's rows as
+        their ``batch`` (the others get the :class:`~.sampling.Update`: its
+        row numbers and chunks)."""
+        batch = cb_kwargs.get("batch")
+        if method_name != "on_batch_end" or not isinstance(batch, Update):
+            return super().notify(method_name, **cb_kwargs)
+        self.on_batch_end(self, **cb_kwargs)
+        rows = None
+        for _, cb in self.callbacks_:
+            if isinstance(cb, BatchScoring) and cb.on_train:
+                # Taken from the client's copy of the data, and only here:
+                # without such a callback nothing is sliced per update.
+                if rows is None:
+                    rows = fitinputs.batch_rows(*self._train_data, batch.indices)
+                cb.on_batch_end(self, **{**cb_kwargs, "batch": rows})
+            else:
+                cb.on_batch_end(self, **cb_kwargs)
+        return None
 
     def train_step_single(self, batch, **fit_params):
         """Compute the update's mean gradient on the cluster.

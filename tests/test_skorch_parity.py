@@ -6,12 +6,13 @@ import sys
 import warnings
 
 import cloudpickle
+import dask.array as da
 import numpy as np
 import pytest
 import scipy.sparse
 import torch
 from skorch import NeuralNetRegressor
-from skorch.callbacks import EpochScoring
+from skorch.callbacks import BatchScoring, EpochScoring
 from skorch.dataset import Dataset, ValidSplit
 
 from dask_adadamp import DaskClassifier, DaskRegressor
@@ -210,10 +211,44 @@ def test_epoch_scoring_on_train_turns_caching_off(client, small_data):
     X, y = small_data
     scoring = EpochScoring("accuracy", on_train=True, name="train_acc")
     est = make_classifier(client=client, callbacks=[scoring])
-    with pytest.warns(UserWarning, match=r"\['train_acc'\] are computed without caching"):
+    with pytest.warns(UserWarning, match=r"\['train_acc'\] .*computed without caching"):
         est.fit(X, y)
     assert 0 <= est.history[-1, "train_acc"] <= 1
     assert scoring.use_caching  # the user's callback is left as it was
+
+
+def test_batch_scoring_on_train_scores_each_update_as_skorch_uncached(client, linear_data):
+    X, y = linear_data
+    # Full batches: skorch's one batch per epoch holds the same rows.
+    score = BatchScoring("neg_mean_squared_error", on_train=True, name="nmse",
+                         use_caching=False)
+    ours, theirs = fit_both(DaskRegressor, NeuralNetRegressor, X, y, client,
+                            callbacks=[score])
+    # scored after each step, with the weights it left, as in skorch
+    np.testing.assert_allclose(ours.history[:, "nmse"], theirs.history[:, "nmse"],
+                               rtol=1e-5)
+    assert len(ours.history[-1, "batches", :, "nmse"]) == 1
+
+
+def test_batch_scoring_on_train_turns_caching_off(client, small_data):
+    X, y = small_data
+    score = BatchScoring("accuracy", on_train=True, name="train_acc")
+    est = make_classifier(client=client, callbacks=[score], max_epochs=1)
+    with pytest.warns(UserWarning, match=r"\['train_acc'\] .*computed without caching"):
+        est.fit(X, y)
+    # one score per update, each of its own rows
+    batches = est.history[-1, "batches"]
+    assert len(batches) == 3 and all(0 <= b["train_acc"] <= 1 for b in batches)
+    assert score.use_caching  # the user's callback is left as it was
+
+
+def test_batch_scoring_on_train_with_dask_arrays_is_refused(client, small_data):
+    X, y = (da.from_array(a, chunks=100) for a in small_data)
+    est = make_classifier(client=client, callbacks=[
+        ("rows_acc", BatchScoring("accuracy", on_train=True, use_caching=False))])
+    with pytest.raises(ValueError, match=r"callbacks \['rows_acc'\]: BatchScoring"
+                       r"\(on_train=True\) is not accepted with a dask array X"):
+        est.fit(X, y)
 
 
 class MeanOutput:

@@ -45,15 +45,14 @@ EXCLUDED = {
         "refuse an unknown device before the fit"),
     "test_net.py::TestNeuralNet::test_set_params_on_custom_module_preserves_its_device": (
         "uses device='foo', refused as above"),
-    "callbacks/test_scoring.py::TestBatchScoring::test_scoring_uses_best_score_when_continuing_training": (
-        "uses BatchScoring(on_train=True), which the Dask classes refuse: an update's "
-        "rows and predictions stay on the workers"),
     "callbacks/test_scoring.py::TestEpochScoring::test_with_caching_get_iterator_not_called": (
         "counts net.get_iterator calls; the Dask classes draw the training rows on the "
         "cluster without get_iterator"),
     "callbacks/test_scoring.py::TestScoringCacheGlobalControl::test_net_overrides_caching": (
-        "counts net.infer calls in the test's process (they run on the workers), and "
-        "uses BatchScoring(on_train=True), which the Dask classes refuse"),
+        "counts net.infer calls in the test's process, 30 of which are the training "
+        "updates' (they run on the workers); with net use_caching=True it expects "
+        "cached training-set scores, which the Dask classes refuse (the workers "
+        "return sums, not predictions)"),
     "callbacks/test_training.py::TestInputShapeSetter::test_no_module_reinit": (
         "patches skorch's own NeuralNetClassifier.initialize_module with the swapped "
         "class's method (infinite recursion)"),
