@@ -238,13 +238,6 @@ class DaskNetMixin:
             raise ValueError(
                 f"min_workers={self.min_workers} is more than max_workers="
                 f"{self.max_workers}; min_workers must be at most max_workers")
-        try:
-            if self.device is not None:
-                torch.device(self.device)
-        except (RuntimeError, TypeError) as exc:
-            raise ValueError(
-                f"device={self.device!r} is not accepted; use a torch device "
-                "such as 'cpu', 'cuda' or 'cuda:1'") from exc
         rs = self.random_state
         if not (rs is None or isinstance(rs, (np.random.RandomState, np.random.Generator))
                 or (isinstance(rs, numbers.Integral) and not isinstance(rs, bool)
@@ -253,6 +246,29 @@ class DaskNetMixin:
                 f"random_state={rs!r} is not accepted; use None, an integer "
                 "in [0, 2**32) or a numpy RandomState")
         engine.tree_policy()  # a bad dask config value fails before any cluster work
+
+    def _check_device_name(self):
+        # Only where a fit starts: initialize() passes any device to the
+        # modules' .to(), as skorch does.
+        try:
+            if self.device is not None:
+                torch.device(self.device)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(
+                f"device={self.device!r} is not accepted; use a torch device "
+                "such as 'cpu', 'cuda' or 'cuda:1'") from exc
+
+    def fit(self, X, y=None, **fit_params):
+        """skorch's ``fit``; a ``device`` torch does not know is refused
+        first, with a ``ValueError`` naming it."""
+        self._check_device_name()  # before skorch's initialize() moves modules there
+        return super().fit(X, y, **fit_params)
+
+    def partial_fit(self, X, y=None, classes=None, **fit_params):
+        """skorch's ``partial_fit``; a ``device`` torch does not know is
+        refused first, with a ``ValueError`` naming it."""
+        self._check_device_name()
+        return super().partial_fit(X, y, classes=classes, **fit_params)
 
     def _check_callbacks(self):
         if isinstance(self.batch_size, numbers.Integral):
@@ -277,6 +293,7 @@ class DaskNetMixin:
         call and released when it returns or fails.
         """
         self._check_params()
+        self._check_device_name()
         self.check_training_readiness()
         self._check_callbacks()
         fitinputs.train_scoring_uncached(self)
@@ -851,7 +868,10 @@ def _local_device(device):
     """
     if device is None or device == "cpu":
         return device
-    kind = torch.device(device).type
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        return device  # not torch's: the modules' .to() decides, as in skorch
     available = {"cpu": True, "cuda": torch.cuda.is_available(),
                  "mps": torch.backends.mps.is_available()}
     return device if available.get(kind, False) else "cpu"

@@ -44,10 +44,12 @@ def test_bad_sizes(untouched_cluster, data, name, value):
         make_classifier(**{name: value}).fit(*data)
 
 
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
 @pytest.mark.parametrize("device", ["tpu", "gpu0", 3.5])
-def test_unknown_device(untouched_cluster, data, device):
+def test_unknown_device(untouched_cluster, data, device, method):
+    # (initialize() hands any device to the modules' .to(), as skorch does)
     with pytest.raises(ValueError, match=rf"device={device!r} .*'cpu', 'cuda'"):
-        make_classifier(device=device).fit(*data)
+        getattr(make_classifier(device=device), method)(*data)
 
 
 @pytest.mark.parametrize("random_state", [-1, 1.5, "seed"])

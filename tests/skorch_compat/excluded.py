@@ -40,11 +40,6 @@ EXCLUDED = {
         "tests/test_skorch_parity.py)"),
     "test_net.py::TestNeuralNet::test_predefined_split": (
         "patches iterator_train with a mock DataLoader, refused as above"),
-    "test_net.py::TestNeuralNet::test_moving_custom_modules_to_device": (
-        "uses device='foo' with a module whose .to() records calls; the Dask classes "
-        "refuse an unknown device before the fit"),
-    "test_net.py::TestNeuralNet::test_set_params_on_custom_module_preserves_its_device": (
-        "uses device='foo', refused as above"),
     "callbacks/test_scoring.py::TestEpochScoring::test_with_caching_get_iterator_not_called": (
         "counts net.get_iterator calls; the Dask classes draw the training rows on the "
         "cluster without get_iterator"),
