@@ -317,7 +317,7 @@ class DaskNetMixin:
     #: (the fit's session and what it measured).
     _client_only = ("client", "damper_", "lr_scale_", "_session", "_monitor",
                     "_tick", "_epoch_rows", "_last_stats", "_last_timing",
-                    "_train_data")
+                    "_train_data", "_evaluation")
 
     def _fit_on_cluster(self, X_train, y_train, dataset_train, dataset_valid,
                         epochs, constant, fit_params):
@@ -350,6 +350,7 @@ class DaskNetMixin:
                     session.check_finite()
                 self._session, self._monitor = session, monitor
                 self._train_data = (X_train, y_train)
+                self._evaluation = (None, -1)  # (update, evaluations of it - 1)
                 try:
                     for _ in range(epochs):
                         self.notify("on_epoch_begin", **on_epoch_kwargs)
@@ -366,7 +367,7 @@ class DaskNetMixin:
                         self.notify("on_epoch_end", **on_epoch_kwargs)
                         monitor.epoch(self._epoch_record())
                 finally:
-                    del self._session, self._monitor, self._train_data
+                    del self._session, self._monitor, self._train_data, self._evaluation
             status = "finished"
         except Exception as exc:
             if client.status in ("closing", "closed"):
@@ -547,8 +548,14 @@ class DaskNetMixin:
         loss_rows = (self._loss_rows(self._session, fraction)
                      if self.damper_.needs_loss and self.damper_.due(update_number)
                      else None)
-        sums = self._session.gradient(weights, buffers, batch,
-                                      seed=(self.seed_, update_number),
+        # An optimizer that evaluates one update more than once (LBFGS) gets
+        # new dropout masks each time, as in skorch; the first evaluation
+        # keeps the seed (seed, update), so one update stays a function of it.
+        last, k = self._evaluation
+        k = k + 1 if last == update_number else 0
+        self._evaluation = (update_number, k)
+        seed = (self.seed_, update_number) + ((k,) if k else ())
+        sums = self._session.gradient(weights, buffers, batch, seed=seed,
                                       loss_rows=loss_rows,
                                       sq_norms=self.damper_.chunk_norms)
         if loss_rows is not None:

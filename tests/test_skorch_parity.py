@@ -14,6 +14,8 @@ import torch
 from skorch import NeuralNetRegressor
 from skorch.callbacks import BatchScoring, EpochScoring
 from skorch.dataset import Dataset, ValidSplit
+from skorch.toy import make_classifier as make_classifier_module
+from skorch.utils import FirstStepAccumulator
 
 from dask_adadamp import DaskClassifier, DaskRegressor
 
@@ -249,6 +251,47 @@ def test_batch_scoring_on_train_with_dask_arrays_is_refused(client, small_data):
     with pytest.raises(ValueError, match=r"callbacks \['rows_acc'\]: BatchScoring"
                        r"\(on_train=True\) is not accepted with a dask array X"):
         est.fit(X, y)
+
+
+class ThreeEvaluations(torch.optim.SGD):
+    """Evaluates every update three times, as LBFGS evaluates one several."""
+
+    def step(self, closure=None):
+        for _ in range(3):
+            loss = super().step(closure)
+        return loss
+
+
+class EveryEvaluation(FirstStepAccumulator):
+    def __init__(self, losses):
+        super().__init__()
+        self.losses = losses
+
+    def store_step(self, step):
+        super().store_step(step)
+        self.losses.append(float(step["loss"]))
+
+
+class RecordsEvaluations(DaskClassifier):
+    def get_train_step_accumulator(self):
+        return EveryEvaluation(self.evaluation_losses)
+
+
+def test_each_evaluation_of_an_update_draws_new_dropout_masks(client, small_data):
+    def losses():
+        est = RecordsEvaluations(
+            make_classifier_module(input_units=64, dropout=0.5), client=client,
+            optimizer=ThreeEvaluations, lr=0.0, batch_size=-1, max_epochs=1,
+            train_split=None, random_state=0, verbose=0)
+        est.evaluation_losses = []
+        est.fit(*small_data)
+        return est.evaluation_losses
+
+    first = losses()
+    # the same weights (lr=0) evaluated three times: new masks each time, as
+    # in skorch, and the same three again in a fit with the same random_state
+    assert len(set(first)) == 3
+    assert losses() == first
 
 
 class MeanOutput:

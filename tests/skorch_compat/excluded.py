@@ -69,9 +69,4 @@ EXCLUDED = {
     "test_classifier.py::TestNeuralNet::test_error_when_classes_could_not_be_inferred": (
         "the Dask classes read y out of the Dataset (the workers need it), so classes_ "
         "is known where skorch cannot infer it"),
-    "test_net.py::TestNeuralNet::test_fit_lbfgs_optimizer": (
-        "LBFGS with dropout: every closure call of one update sees the same dropout "
-        "masks here (chunks are seeded by update, for repeatable fits), skorch draws "
-        "new ones per call; the test's loss bound fails. Without dropout the losses of "
-        "every closure call equal skorch's (checked by hand)"),
 }
