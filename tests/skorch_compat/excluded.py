@@ -49,24 +49,26 @@ EXCLUDED = {
         "cached training-set scores, which the Dask classes refuse (the workers "
         "return sums, not predictions)"),
     "callbacks/test_training.py::TestInputShapeSetter::test_no_module_reinit": (
-        "patches skorch's own NeuralNetClassifier.initialize_module with the swapped "
-        "class's method (infinite recursion)"),
+        "patches skorch's NeuralNetClassifier.initialize_module, the swapped class's "
+        "base, with the swapped class's own method, which calls it: infinite recursion "
+        "(the test names skorch's class where it means net_cls)"),
     "test_net.py::TestNeuralNet::test_no_grad_during_validation": (
         "checks loss.requires_grad in a callback: the training loss comes back from the "
         "workers as a number, its graph stays there"),
-    # NaN losses from the test's own setup
-    # not runnable from skorch's wheel
-    # features out of scope
+    # what the Dask classes record, hold or refuse differently
     **{f"callbacks/test_logging.py::TestPrintLog::{name}": TABLE for name in (
         "test_header", "test_lines", "test_first_row", "test_with_additional_key",
         "test_with_event_key", "test_witout_valid_data")},
     "test_net.py::TestNeuralNet::test_net_variable_label_lengths": (
         "targets of different lengths per example (an object array) cannot be placed "
-        "on the workers as an array"),
+        "on the workers as an array; the test also replaces get_loss and check_data "
+        "on the instance, which stay on the client (the workers run the class's)"),
     "test_regressor.py::TestNeuralNetRegressor::test_dimension_mismatch_warning": (
         "torch only warns when the target's shape broadcasts against the output's; the "
-        "Dask classes refuse it before the fit (a silent wrong fit otherwise)"),
+        "Dask classes refuse it before the fit (a silent wrong fit otherwise; "
+        "tests/test_errors.py::test_target_of_wrong_shape_for_regressor)"),
     "test_classifier.py::TestNeuralNet::test_error_when_classes_could_not_be_inferred": (
-        "the Dask classes read y out of the Dataset (the workers need it), so classes_ "
-        "is known where skorch cannot infer it"),
+        "asserts the class's own name in skorch's message; besides, the Dask classes "
+        "read y out of the Dataset (the workers need it), so classes_ is known where "
+        "skorch cannot infer it"),
 }
