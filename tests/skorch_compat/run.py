@@ -8,8 +8,8 @@ test_net.py, test_classifier.py, test_regressor.py and callbacks/. The
 summary counts passes and failures among the tests that build a Dask class;
 ``SKORCH_COMPAT_JSON=path`` also writes every test's outcome. data/ holds
 the files some tests load (skorch/tests/net_cuda.pkl, net_cuda.pt,
-optimizer_cuda.pt from skorch's repository at v1.4.0, pickled on a CUDA
-machine), which skorch's wheel does not ship.
+optimizer_cuda.pt from skorch's repository at v1.4.0, commit 5db0ddc9,
+BSD-3-Clause; pickled on a CUDA machine), which skorch's wheel does not ship.
 """
 import os
 import shutil
