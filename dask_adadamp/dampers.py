@@ -160,6 +160,18 @@ class BaseDamper(BaseEstimator):
     def observe(self, stats):
         """Take note of an update's :class:`UpdateStats` (default: ignore)."""
 
+    @property
+    def needs_finite(self):
+        """Whether the schedule reads the training loss or gradient
+        (``needs_loss``, or an :meth:`observe` of its own). A fit with such a
+        schedule stops when they are not finite; with any other it trains
+        on, as skorch does.
+
+        >>> AdaDamp().needs_finite, RadaDamp().needs_finite, PadaDamp().needs_finite
+        (True, True, False)
+        """
+        return self.needs_loss or type(self).observe is not BaseDamper.observe
+
     def reset(self):
         """Forget what was learned: the start of a new fit."""
         for name in list(vars(self)):

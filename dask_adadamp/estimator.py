@@ -34,13 +34,14 @@ from sklearn.base import clone, is_classifier
 from sklearn.utils import check_random_state
 from sklearn.utils.metadata_routing import _routing_enabled, process_routing
 from skorch import NeuralNet, NeuralNetClassifier, NeuralNetRegressor
+from skorch.callbacks import BatchScoring
 from skorch.callbacks import ProgressBar as SkorchProgressBar
 
 from . import dashboard, engine, fitinputs, netcopy
 from .callbacks import ProgressBar
-from .dampers import (_KINDS, BaseDamper, Constant, GradientDescent,
+from .dampers import (_KINDS, DAMPERS, BaseDamper, Constant, GradientDescent,
                       Progress, UpdateStats)
-from .sampling import EpochSampler
+from .sampling import EpochSampler, Update
 from .worker import ModelSpec
 
 _positive_int = _KINDS["a positive integer"]
@@ -266,13 +267,6 @@ class DaskNetMixin:
             raise ValueError(
                 f"min_workers={self.min_workers} is more than max_workers="
                 f"{self.max_workers}; min_workers must be at most max_workers")
-        try:
-            if self.device is not None:
-                torch.device(self.device)
-        except (RuntimeError, TypeError) as exc:
-            raise ValueError(
-                f"device={self.device!r} is not accepted; use a torch device "
-                "such as 'cpu', 'cuda' or 'cuda:1'") from exc
         rs = self.random_state
         if not (rs is None or isinstance(rs, (np.random.RandomState, np.random.Generator))
                 or (isinstance(rs, numbers.Integral) and not isinstance(rs, bool)
@@ -281,6 +275,29 @@ class DaskNetMixin:
                 f"random_state={rs!r} is not accepted; use None, an integer "
                 "in [0, 2**32) or a numpy RandomState")
         engine.tree_policy()  # a bad dask config value fails before any cluster work
+
+    def _check_device_name(self):
+        # Only where a fit starts: initialize() passes any device to the
+        # modules' .to(), as skorch does.
+        try:
+            if self.device is not None:
+                torch.device(self.device)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(
+                f"device={self.device!r} is not accepted; use a torch device "
+                "such as 'cpu', 'cuda' or 'cuda:1'") from exc
+
+    def fit(self, X, y=None, **fit_params):
+        """skorch's ``fit``; a ``device`` torch does not know is refused
+        first, with a ``ValueError`` naming it."""
+        self._check_device_name()  # before skorch's initialize() moves modules there
+        return super().fit(X, y, **fit_params)
+
+    def partial_fit(self, X, y=None, classes=None, **fit_params):
+        """skorch's ``partial_fit``; a ``device`` torch does not know is
+        refused first, with a ``ValueError`` naming it."""
+        self._check_device_name()
+        return super().partial_fit(X, y, classes=classes, **fit_params)
 
     def _check_callbacks(self):
         if isinstance(self.batch_size, numbers.Integral):
@@ -305,6 +322,7 @@ class DaskNetMixin:
         call and released when it returns or fails.
         """
         self._check_params()
+        self._check_device_name()
         self.check_training_readiness()
         self._check_callbacks()
         fitinputs.train_scoring_uncached(self)
@@ -317,6 +335,7 @@ class DaskNetMixin:
             X, y, fit_params, split_params)
         if epochs == 0:  # as in skorch: nothing to train, nothing to check
             return self
+        fitinputs.check_batch_scoring(self, X_train)
         self._check_loss_on_client(X_train, y_train, constant)
 
         with engine.seceded():
@@ -326,7 +345,8 @@ class DaskNetMixin:
     #: Attributes that stay on the client when the net goes to the workers
     #: (the fit's session and what it measured).
     _client_only = ("client", "damper_", "lr_scale_", "_session", "_monitor",
-                    "_tick", "_epoch_rows", "_last_stats", "_last_timing")
+                    "_tick", "_epoch_rows", "_last_stats", "_last_timing",
+                    "_train_data", "_evaluation")
 
     def _fit_on_cluster(self, X_train, y_train, dataset_train, dataset_valid,
                         epochs, constant, fit_params):
@@ -358,6 +378,8 @@ class DaskNetMixin:
                 if isinstance(X_train, da.Array):
                     session.check_finite()
                 self._session, self._monitor = session, monitor
+                self._train_data = (X_train, y_train)
+                self._evaluation = (None, -1)  # (update, evaluations of it - 1)
                 try:
                     for _ in range(epochs):
                         self.notify("on_epoch_begin", **on_epoch_kwargs)
@@ -374,7 +396,7 @@ class DaskNetMixin:
                         self.notify("on_epoch_end", **on_epoch_kwargs)
                         monitor.epoch(self._epoch_record())
                 finally:
-                    del self._session, self._monitor
+                    del self._session, self._monitor, self._train_data, self._evaluation
             status = "finished"
         except Exception as exc:
             if client.status in ("closing", "closed"):
@@ -442,9 +464,26 @@ class DaskNetMixin:
         round of calls at the current weights."""
         ridden = session.ridden_loss
         if ridden is not None and ridden[:2] == (updates, fraction):
-            return ridden[2]
-        weights, buffers = self._weights()
-        return session.mean_loss(weights, buffers, self._loss_rows(session, fraction))
+            loss = ridden[2]
+        else:
+            weights, buffers = self._weights()
+            loss = session.mean_loss(weights, buffers, self._loss_rows(session, fraction))
+        if not math.isfinite(loss):
+            raise self._non_finite("the training loss the schedule reads", loss,
+                                   updates + 1)
+        return loss
+
+    def _non_finite(self, what, loss, update_number):
+        """The error that stops a fit whose schedule needs a finite loss."""
+        free = [name for name, cls in DAMPERS.items() if not cls().needs_finite]
+        return FloatingPointError(
+            f"{what} is not finite (loss {loss}) at model update "
+            f"{update_number} (epoch {len(self.history)}), and the batch-size "
+            f"schedule {self.damper_!r} reads the loss or gradient, so the fit "
+            "stops (skorch would train on); the estimator keeps the weights "
+            "from before that update. A smaller lr may help, or a schedule "
+            f"that does not read them ({', '.join(free)}), which trains on "
+            "as skorch does.")
 
     def _loss_rows(self, session, fraction):
         """The rows of each shard the schedule's loss is evaluated on: all,
@@ -505,6 +544,27 @@ class DaskNetMixin:
             "signal_name": name, "signal": record.get(name)}, workers=workers)
         return step
 
+    def notify(self, method_name, **cb_kwargs):
+        """skorch's ``notify``; at the end of a training update,
+        ``BatchScoring(on_train=True)`` callbacks get the update's rows as
+        their ``batch`` (the others get the :class:`~.sampling.Update`: its
+        row numbers and chunks)."""
+        batch = cb_kwargs.get("batch")
+        if method_name != "on_batch_end" or not isinstance(batch, Update):
+            return super().notify(method_name, **cb_kwargs)
+        self.on_batch_end(self, **cb_kwargs)
+        rows = None
+        for _, cb in self.callbacks_:
+            if isinstance(cb, BatchScoring) and cb.on_train:
+                # Taken from the client's copy of the data, and only here:
+                # without such a callback nothing is sliced per update.
+                if rows is None:
+                    rows = fitinputs.batch_rows(*self._train_data, batch.indices)
+                cb.on_batch_end(self, **{**cb_kwargs, "batch": rows})
+            else:
+                cb.on_batch_end(self, **cb_kwargs)
+        return None
+
     def train_step_single(self, batch, **fit_params):
         """Compute the update's mean gradient on the cluster.
 
@@ -522,20 +582,26 @@ class DaskNetMixin:
         loss_rows = (self._loss_rows(self._session, fraction)
                      if self.damper_.needs_loss and self.damper_.due(update_number)
                      else None)
-        sums = self._session.gradient(weights, buffers, batch,
-                                      seed=(self.seed_, update_number),
+        # An optimizer that evaluates one update more than once (LBFGS) gets
+        # new dropout masks each time, as in skorch; the first evaluation
+        # keeps the seed (seed, update), so one update stays a function of it.
+        last, k = self._evaluation
+        k = k + 1 if last == update_number else 0
+        self._evaluation = (update_number, k)
+        seed = (self.seed_, update_number) + ((k,) if k else ())
+        sums = self._session.gradient(weights, buffers, batch, seed=seed,
                                       loss_rows=loss_rows,
                                       sq_norms=self.damper_.chunk_norms)
         if loss_rows is not None:
             self._session.ridden_loss = (update_number, fraction, sums.mean_loss)
         grad, count, buffers = sums.grad, sums.count, sums.buffers
         loss = sums.loss / count
-        if not (np.isfinite(loss) and np.isfinite(grad).all()):
-            raise FloatingPointError(
-                f"the training loss became {loss} at model update "
-                f"{update_number} (epoch {len(self.history)}); the "
-                "estimator keeps the weights from before that update. "
-                "A smaller lr or a different batch size may help.")
+        # skorch trains on with a non-finite loss; a schedule that reads it
+        # cannot, so it stops before the step spoils the weights.
+        if self.damper_.needs_finite and not (
+                np.isfinite(loss) and np.isfinite(grad).all()):
+            what = "loss" if not np.isfinite(loss) else "gradient"
+            raise self._non_finite(f"the training {what}", loss, update_number)
         netcopy.set_buffers(self, buffers)
         mean = grad / count
         # skorch's gradient: of the batch's mean, or of its sum where the
@@ -942,7 +1008,10 @@ def _local_device(device):
     """
     if device is None or device == "cpu":
         return device
-    kind = torch.device(device).type
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        return device  # not torch's: the modules' .to() decides, as in skorch
     available = {"cpu": True, "cuda": torch.cuda.is_available(),
                  "mps": torch.backends.mps.is_available()}
     return device if available.get(kind, False) else "cpu"

@@ -14,9 +14,10 @@
 - ``iterator_train`` settings (:func:`train_batch_size`): the training
   iterator is the fit's own sampler, so ``iterator_train__batch_size``
   sets the batch size and every other setting is refused by name.
-- ``EpochScoring(on_train=True)`` (:func:`train_scoring_uncached`): the
-  workers return sums, not predictions, so such scorers compute their
-  score from a forward pass over the training data after the epoch.
+- ``EpochScoring``/``BatchScoring(on_train=True)``
+  (:func:`train_scoring_uncached`, :func:`batch_rows`): the workers return
+  sums, not predictions, so such scorers predict the training data on the
+  client (after the epoch, or each update's rows after its step).
 """
 import copy
 import numbers
@@ -24,6 +25,7 @@ import sys
 import warnings
 from collections.abc import Mapping
 
+import dask.array as da
 import numpy as np
 import scipy.sparse
 import torch
@@ -199,28 +201,25 @@ def check_arrays(X, y):
 
 
 def train_scoring_uncached(net):
-    """Refuse ``BatchScoring(on_train=True)``; turn caching off, with a warning, for every ``EpochScoring`` that
-    scores the training data with cached predictions: the workers return
-    sums of losses and gradients, not predictions. Such a scorer then
-    predicts the training data on the client after each epoch, as skorch
-    does with ``use_caching=False``. The user's callback objects are left
-    as they are; ``callbacks_`` gets copies.
+    """Turn caching off, with a warning, for every ``EpochScoring`` and
+    ``BatchScoring`` that scores the training data with cached predictions:
+    the workers return sums of losses and gradients, not predictions. Such
+    a scorer then predicts the training data on the client, as skorch does
+    with ``use_caching=False``: ``EpochScoring`` the training set after
+    each epoch, ``BatchScoring`` each update's rows after its step. The
+    user's callback objects are left as they are; ``callbacks_`` gets
+    copies.
     """
     changed = []
     for i, (name, cb) in enumerate(net.callbacks_):
-        if isinstance(cb, BatchScoring) and cb.on_train:
-            raise ValueError(
-                f"callback {name!r}: BatchScoring(on_train=True) is not "
-                "accepted: an update's rows and predictions stay on the "
-                "workers; score the training data with "
-                "EpochScoring(on_train=True)")
-        if not (isinstance(cb, EpochScoring) and cb.on_train):
+        if not (isinstance(cb, (EpochScoring, BatchScoring)) and cb.on_train):
             continue
         if net.use_caching is True:
             raise ValueError(
                 f"use_caching=True is not accepted with the training-set "
-                f"score {cb.name or name!r} (EpochScoring(on_train=True)): the workers "
-                "return sums, not predictions; use use_caching='auto' or False")
+                f"score {cb.name or name!r} ({type(cb).__name__}(on_train=True)): "
+                "the workers return sums, not predictions; use "
+                "use_caching='auto' or False")
         if net.use_caching == "auto" and cb.use_caching:
             cb = copy.copy(cb)
             cb.use_caching = False
@@ -228,10 +227,12 @@ def train_scoring_uncached(net):
             changed.append(cb.name or name)
     if changed:
         warnings.warn(
-            f"EpochScoring(on_train=True) scores {changed} are computed without "
-            "caching (use_caching=False): the workers return sums, not "
-            "predictions, so the training data is predicted again on the "
-            "client after each epoch", UserWarning, stacklevel=4)
+            f"training-set scores {changed} (EpochScoring or BatchScoring with "
+            "on_train=True) are computed without caching (use_caching=False): "
+            "the workers return sums, not predictions, so the client predicts "
+            "the training data again (EpochScoring: after each epoch; "
+            "BatchScoring: each update's rows, after its step)",
+            UserWarning, stacklevel=4)
 
 
 def is_dask_frame(obj):
@@ -282,3 +283,25 @@ def dask_frame_as_array(frame, name, dtype):
     # arrays that torch and the fit's bit-for-bit sums expect.
     return frame.astype(dtype).to_dask_array().map_blocks(
         np.require, requirements="CW", dtype=dtype)
+
+
+def check_batch_scoring(net, X_train):
+    """Refuse ``BatchScoring(on_train=True)`` where the client does not
+    hold the training rows it would score (a dask array's stay on the
+    workers)."""
+    names = [name for name, cb in net.callbacks_
+             if isinstance(cb, BatchScoring) and cb.on_train]
+    if names and isinstance(X_train, da.Array):
+        raise ValueError(
+            f"callbacks {names}: BatchScoring(on_train=True) is not accepted "
+            "with a dask array X: it scores every update's rows on the client, "
+            "and a dask array's rows stay on the workers; use "
+            "EpochScoring(on_train=True), or numpy input")
+
+
+def batch_rows(X_train, y_train, indices):
+    """``(X, y)`` of one update's rows (``indices`` of the training data),
+    as ``BatchScoring(on_train=True)`` scores them: X an array, a
+    scipy.sparse matrix or a dict of arrays."""
+    X = X_train[indices]
+    return (X.X if isinstance(X, Rows) else X), y_train[indices]

@@ -1,6 +1,10 @@
 """Bad input fails before the cluster is touched, with a message that names
-the value and what is accepted; a diverging fit stops with finite weights."""
+the value and what is accepted; a diverging fit trains on as in skorch,
+unless its batch-size schedule reads the loss: then it stops with finite
+weights."""
+import json
 import re
+import urllib.request
 
 import dask
 import dask.array as da
@@ -9,6 +13,7 @@ import pytest
 import torch
 
 from dask_adadamp import DaskRegressor, engine
+from dask_adadamp.dampers import AdaDamp, NoiseScaleDamp, RadaDamp
 from dask_adadamp.models import MLP
 
 from conftest import make_classifier, weights
@@ -39,10 +44,12 @@ def test_bad_sizes(untouched_cluster, data, name, value):
         make_classifier(**{name: value}).fit(*data)
 
 
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
 @pytest.mark.parametrize("device", ["tpu", "gpu0", 3.5])
-def test_unknown_device(untouched_cluster, data, device):
+def test_unknown_device(untouched_cluster, data, device, method):
+    # (initialize() hands any device to the modules' .to(), as skorch does)
     with pytest.raises(ValueError, match=rf"device={device!r} .*'cpu', 'cuda'"):
-        make_classifier(device=device).fit(*data)
+        getattr(make_classifier(device=device), method)(*data)
 
 
 @pytest.mark.parametrize("random_state", [-1, 1.5, "seed"])
@@ -131,26 +138,68 @@ def test_bad_client(data):
         make_classifier(client=42).fit(*data)
 
 
-def test_diverging_fit_stops_with_the_last_finite_weights(client, data):
+def test_diverging_fit_trains_on_as_skorch_with_a_schedule_that_ignores_the_loss(
+        client, data):
+    X, y = data
+    est = make_classifier(lr=1e6, batch_size=10, grads_per_worker=5, max_epochs=3)
+    est.fit(X * 1e3, y)  # skorch trains on too
+    losses = est.history[:, "train_loss"]
+    assert len(losses) == 3 and not np.isfinite(losses[-1])
+    assert est.history[-1, "model_updates"] == 15
+    assert est.predict(X).shape == (50,)
+    # The dashboard got the fit's updates, the non-finite losses as gaps.
+    url = client.dashboard_link.rsplit("/", 1)[0]
+    *_, start = [msg for _, msg in client.get_events("adadamp") if msg["kind"] == "start"]
+    with urllib.request.urlopen(f"{url}/adadamp/metrics.json?fit={start['fit']}") as r:
+        [fit] = json.load(r)["fits"]
+    assert fit["status"] == "finished" and len(fit["updates"]["loss"]) == 15
+    assert None in fit["updates"]["loss"]
+
+
+@pytest.mark.parametrize("schedule", [
+    AdaDamp(initial=10), RadaDamp(initial=10), NoiseScaleDamp(initial=10)])
+def test_diverging_fit_stops_with_the_last_finite_weights(client, data, schedule):
     X, y = data
     X = X * 1e3
-    est = make_classifier(lr=1e6, batch_size=10, grads_per_worker=5, max_epochs=5)
-    seen = []
+    est = make_classifier(lr=1e6, batch_size=schedule, grads_per_worker=5, max_epochs=5)
+    est.initialize()
+    stepped = [weights(est)]  # the weights before each update
 
     from skorch.callbacks import Callback
 
     class Remember(Callback):
-        def on_batch_begin(self, net, training=False, **kwargs):
+        def on_batch_end(self, net, training=False, **kwargs):
             if training:
-                seen.append(weights(net))
+                stepped.append(weights(net))
 
     est.set_params(callbacks=[("remember", Remember())])
-    with pytest.raises(FloatingPointError, match=r"at model update (\d+)") as info:
+    with pytest.raises(FloatingPointError, match=(
+            rf"not finite \(loss .*\) at model update (\d+) .*schedule "
+            rf"{type(schedule).__name__}\(initial=10\) reads the loss or gradient"
+            r".*a schedule that does not read them \(Constant, GradientDescent, "
+            r"PadaDamp, GeoDamp, GeoDampLR\)")) as info:
         est.fit(X, y)
     update = int(re.search(r"at model update (\d+)", str(info.value)).group(1))
     assert torch.isfinite(weights(est)).all()
-    # the weights are those the failing update started from
-    assert torch.equal(weights(est), seen[update - 1])
+    # the weights are those the failing update started from (an adaptive
+    # schedule may stop before it begins, when it asks for its batch size)
+    assert len(stepped) == update
+    assert torch.equal(weights(est), stepped[update - 1])
+
+
+def test_schedule_reading_a_non_finite_first_loss_stops_before_training(client, data):
+    X, _ = data
+    # float32 overflows: MSE of outputs near 1e21 is inf at the start.
+    est = DaskRegressor(torch.nn.Linear, module__in_features=64, module__out_features=1,
+                        batch_size=AdaDamp(initial=10), train_split=None,
+                        random_state=0, verbose=0)
+    est.initialize()
+    start = weights(est)
+    with pytest.raises(FloatingPointError, match=(
+            r"the training loss the schedule reads is not finite \(loss inf\) at "
+            r"model update 1 \(epoch 1\)")):
+        est.fit(X * 1e20, X[:, :1] * 1e20)
+    assert torch.equal(weights(est), start)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

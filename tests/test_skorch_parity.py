@@ -6,13 +6,16 @@ import sys
 import warnings
 
 import cloudpickle
+import dask.array as da
 import numpy as np
 import pytest
 import scipy.sparse
 import torch
 from skorch import NeuralNetRegressor
-from skorch.callbacks import EpochScoring
+from skorch.callbacks import BatchScoring, EpochScoring
 from skorch.dataset import Dataset, ValidSplit
+from skorch.toy import make_classifier as make_classifier_module
+from skorch.utils import FirstStepAccumulator
 
 from dask_adadamp import DaskClassifier, DaskRegressor
 
@@ -210,10 +213,85 @@ def test_epoch_scoring_on_train_turns_caching_off(client, small_data):
     X, y = small_data
     scoring = EpochScoring("accuracy", on_train=True, name="train_acc")
     est = make_classifier(client=client, callbacks=[scoring])
-    with pytest.warns(UserWarning, match=r"\['train_acc'\] are computed without caching"):
+    with pytest.warns(UserWarning, match=r"\['train_acc'\] .*computed without caching"):
         est.fit(X, y)
     assert 0 <= est.history[-1, "train_acc"] <= 1
     assert scoring.use_caching  # the user's callback is left as it was
+
+
+def test_batch_scoring_on_train_scores_each_update_as_skorch_uncached(client, linear_data):
+    X, y = linear_data
+    # Full batches: skorch's one batch per epoch holds the same rows.
+    score = BatchScoring("neg_mean_squared_error", on_train=True, name="nmse",
+                         use_caching=False)
+    ours, theirs = fit_both(DaskRegressor, NeuralNetRegressor, X, y, client,
+                            callbacks=[score])
+    # scored after each step, with the weights it left, as in skorch
+    np.testing.assert_allclose(ours.history[:, "nmse"], theirs.history[:, "nmse"],
+                               rtol=1e-5)
+    assert len(ours.history[-1, "batches", :, "nmse"]) == 1
+
+
+def test_batch_scoring_on_train_turns_caching_off(client, small_data):
+    X, y = small_data
+    score = BatchScoring("accuracy", on_train=True, name="train_acc")
+    est = make_classifier(client=client, callbacks=[score], max_epochs=1)
+    with pytest.warns(UserWarning, match=r"\['train_acc'\] .*computed without caching"):
+        est.fit(X, y)
+    # one score per update, each of its own rows
+    batches = est.history[-1, "batches"]
+    assert len(batches) == 3 and all(0 <= b["train_acc"] <= 1 for b in batches)
+    assert score.use_caching  # the user's callback is left as it was
+
+
+def test_batch_scoring_on_train_with_dask_arrays_is_refused(client, small_data):
+    X, y = (da.from_array(a, chunks=100) for a in small_data)
+    est = make_classifier(client=client, callbacks=[
+        ("rows_acc", BatchScoring("accuracy", on_train=True, use_caching=False))])
+    with pytest.raises(ValueError, match=r"callbacks \['rows_acc'\]: BatchScoring"
+                       r"\(on_train=True\) is not accepted with a dask array X"):
+        est.fit(X, y)
+
+
+class ThreeEvaluations(torch.optim.SGD):
+    """Evaluates every update three times, as LBFGS evaluates one several."""
+
+    def step(self, closure=None):
+        for _ in range(3):
+            loss = super().step(closure)
+        return loss
+
+
+class EveryEvaluation(FirstStepAccumulator):
+    def __init__(self, losses):
+        super().__init__()
+        self.losses = losses
+
+    def store_step(self, step):
+        super().store_step(step)
+        self.losses.append(float(step["loss"]))
+
+
+class RecordsEvaluations(DaskClassifier):
+    def get_train_step_accumulator(self):
+        return EveryEvaluation(self.evaluation_losses)
+
+
+def test_each_evaluation_of_an_update_draws_new_dropout_masks(client, small_data):
+    def losses():
+        est = RecordsEvaluations(
+            make_classifier_module(input_units=64, dropout=0.5), client=client,
+            optimizer=ThreeEvaluations, lr=0.0, batch_size=-1, max_epochs=1,
+            train_split=None, random_state=0, verbose=0)
+        est.evaluation_losses = []
+        est.fit(*small_data)
+        return est.evaluation_losses
+
+    first = losses()
+    # the same weights (lr=0) evaluated three times: new masks each time, as
+    # in skorch, and the same three again in a fit with the same random_state
+    assert len(set(first)) == 3
+    assert losses() == first
 
 
 class MeanOutput:
