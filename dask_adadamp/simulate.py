@@ -23,10 +23,11 @@ The time model, for update ``k`` of ``B_k`` examples:
 
 - A fixed ``overhead`` per update (this project's direct calls to the
   workers beyond their compute and bytes, and the client's optimizer step):
-  10 ms by default, measured on the development machine on the direct path
-  (270k parameters, batch 64, 2 workers: an update of 11.9 ms of which the
-  slowest worker computed 2.6 ms; ``benchmarks/update_cost.py``, see
-  ``docs/performance.md``). The old tasks path cost about 20 ms.
+  10 ms by default, a round figure. Measure your own as an update's time
+  minus its ``compute_ms`` (the history has both): section 1 of
+  ``benchmarks/results/results.md`` (``benchmarks/update_cost.py``) gives
+  16 to 27 ms for the 270k model on 2 workers of the 2-vCPU
+  development machine, whose speed varies between runs.
 
 An update takes compute + communication + overhead; a fit, the sum over its
 updates. See ``docs/simulate.md`` for what the model leaves out.
@@ -79,8 +80,9 @@ class Cluster:
         Bytes per second of one link (1.25e9: 10 Gbit/s Ethernet).
     overhead : float, default=0.010
         Seconds every update costs whatever its size: this project's calls
-        to the workers (beyond compute and bytes) and optimizer step, about
-        10 ms measured on the development machine on the direct path.
+        to the workers (beyond compute and bytes) and optimizer step. 10 ms
+        is a round figure; measure yours as an update's time minus its
+        ``compute_ms`` (both in the fit's history).
     reduction : {"centralized", "allreduce"}, default="centralized"
         How gradients are summed: through the client, as this project
         does, or by a ring all-reduce among the workers (DDP, Horovod).
