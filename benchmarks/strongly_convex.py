@@ -76,8 +76,8 @@ def least_squares(n, d, sigma, smin, wscale, seed):
 
 
 class StopAtExcessLoss(Callback):
-    """Record ``F(w) - F*`` after every update; stop at ``eps`` or after
-    ``max_updates``."""
+    """Record ``F(w) - F*`` after every update; stop at ``eps``, after
+    ``max_updates``, or once it is not finite."""
 
     def __init__(self, X, y, f_star, eps, max_updates):
         self.X, self.y = X.astype("float64"), y.astype("float64")
@@ -93,7 +93,9 @@ class StopAtExcessLoss(Callback):
         excess = self.excess(net)
         net.history.record_batch("excess", excess)
         done = sum(len(e["batches"]) for e in net.history)
-        if excess <= self.eps or done >= self.max_updates:
+        # A diverged fit (schedules that do not read the loss train on with
+        # NaN, as skorch does) cannot reach eps: it stops there too.
+        if excess <= self.eps or done >= self.max_updates or not math.isfinite(excess):
             raise KeyboardInterrupt  # skorch's way to end a fit early
 
 
