@@ -8,7 +8,7 @@ Three measurements behind docs/performance.md:
 2. *malloc*: one worker's chunk (256 rows of the 270k MLP, forward and
    backward, one thread) in a process started as Dask's nanny starts
    workers (``MALLOC_TRIM_THRESHOLD_=65536``), with and without the glibc
-   thresholds that ``dask_adadamp.extension.keep_buffers_in_heap`` sets.
+   thresholds that ``dask_adadamp._extension.keep_buffers_in_heap`` sets.
 3. *together*: the same chunk in two processes at once against one alone
    (two single-threaded workers on this machine's two cores).
 
@@ -31,7 +31,7 @@ CHUNK = """
 import sys, time, numpy as np, torch
 torch.set_num_threads(1)
 if sys.argv[1] == "tuned":
-    from dask_adadamp.extension import keep_buffers_in_heap
+    from dask_adadamp._extension import keep_buffers_in_heap
     keep_buffers_in_heap()
 from dask_adadamp.models import MLP
 m = MLP(784, 10, (256, 256))

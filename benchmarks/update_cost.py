@@ -43,8 +43,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.utils import parameters_to_vector
 
-from dask_adadamp import DaskClassifier, worker
-from dask_adadamp.tree import tree_sum
+from dask_adadamp import DaskClassifier
+from dask_adadamp import _worker as worker
+from dask_adadamp._tree import tree_sum
 from dask_adadamp.models import MLP
 
 from common import (MODELS, N_CLASSES, UpdateClock, local_cluster, median_ms, model_kwargs,

@@ -33,11 +33,12 @@ Examples
 [32, 32, 32, 64, 64, 64, 128]
 """
 import math
-import numbers
 from collections.abc import Callable, Sequence
 from typing import ClassVar, NamedTuple
 
 from sklearn.base import BaseEstimator
+
+from ._validation import check_fields
 
 
 class Progress(NamedTuple):
@@ -203,8 +204,7 @@ class BaseDamper(BaseEstimator):
 
     def check(self):
         """Raise ValueError, naming the parameter, if one is out of range."""
-        for name, kind in self._checks.items():
-            _check_value(self, name, getattr(self, name), kind)
+        check_fields(self, self._checks)
 
     _checks: ClassVar[dict] = {}
 
@@ -217,30 +217,6 @@ class BaseDamper(BaseEstimator):
         """Restore what :meth:`state_dict` returned."""
         self.reset()
         vars(self).update(state)
-
-
-def _number(value):
-    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
-            and math.isfinite(value))
-
-
-# What a parameter may be, by the words the error message uses.
-_KINDS = {
-    "a positive integer": lambda v: isinstance(v, numbers.Integral)
-    and not isinstance(v, bool) and v >= 1,
-    "a positive number": lambda v: _number(v) and v > 0,
-    "a number >= 0": lambda v: _number(v) and v >= 0,
-    "a number >= 1": lambda v: _number(v) and v >= 1,
-    "a finite number": _number,
-    "a number in [0, 1)": lambda v: _number(v) and 0 <= v < 1,
-    "None or a number in (0, 1]": lambda v: v is None or (_number(v) and 0 < v <= 1),
-}
-
-
-def _check_value(owner, name, value, kind):
-    if not _KINDS[kind](value):
-        raise ValueError(f"{type(owner).__name__}({name}={value!r}) is not "
-                         f"accepted; {name} must be {kind}")
 
 
 class Constant(BaseDamper):

@@ -3,7 +3,7 @@
 A fit reports its progress to the scheduler with a :class:`FitMonitor`;
 a :class:`DashboardPlugin` on the scheduler keeps the recent fits and serves
 them at ``/adadamp`` (a live Bokeh page in the dashboard's style, in
-:mod:`dask_adadamp.page`) and ``/adadamp/metrics.json``::
+:mod:`dask_adadamp._page`) and ``/adadamp/metrics.json``::
 
     monitor = FitMonitor(client, "DaskClassifier(MLP) 3f2a9c1b04de",
                          {"schedule": "AdaDamp(initial=32)"})
@@ -17,7 +17,7 @@ Messages travel with ``client.log_event("adadamp", msg)``; the scheduler
 hands every event to every plugin's ``log_event``. Each message is a dict
 ``{"fit": id, "kind": "start" | "updates" | "epoch" | "end", ...}`` and may
 carry new rows as ``"updates"`` and ``"epochs"``, each ``{column: [values]}``;
-:mod:`dask_adadamp.messages` has the schema and the limits, and the plugin
+:mod:`dask_adadamp._messages` has the schema and the limits, and the plugin
 drops whatever does not fit them. The plugin's class is pickled by
 reference, so ``dask_adadamp`` must be importable on the scheduler; where it
 is not, the monitor warns once and does nothing.
@@ -34,9 +34,10 @@ from collections import Counter, OrderedDict
 from distributed.diagnostics.plugin import SchedulerPlugin
 from tornado import web
 
-from . import messages
-from .messages import EPOCH_COLUMNS, TOPIC, UPDATE_COLUMNS, Refused
-from .page import (  # noqa: F401 - public here too
+from . import _messages as messages
+from .exceptions import DashboardOffWarning
+from ._messages import EPOCH_COLUMNS, TOPIC, UPDATE_COLUMNS, Refused
+from ._page import (  # noqa: F401 - public here too
     PAGE_INTERVAL,
     SIGNAL_TITLES,
     AdadampPage,
@@ -117,7 +118,7 @@ def _ensure_plugin(client):
             f"scheduler plugin could not be registered ({type(e).__name__}: "
             f"{e}). Training goes on without it. Install dask_adadamp in the "
             "scheduler's environment to get the page.",
-            RuntimeWarning, stacklevel=3)
+            DashboardOffWarning, stacklevel=3)
         ok = False
     try:
         _registered[client] = ok
@@ -370,7 +371,7 @@ class DashboardPlugin(SchedulerPlugin):
     navigation bar.
 
     Any client can send under the topic, so every message is checked
-    (:func:`dask_adadamp.messages.check`) and one that does not pass is
+    (:func:`dask_adadamp._messages.check`) and one that does not pass is
     dropped: counted in ``refused``, logged at most once a minute, replaced
     by a small stub in the scheduler's event log, never raised. A fit is
     only evicted once it has ended or its client has left; a new fit
@@ -390,7 +391,7 @@ class DashboardPlugin(SchedulerPlugin):
     ----------
     refused : collections.Counter
         Messages dropped, by reason: ``"invalid"`` (see
-        :mod:`dask_adadamp.messages`), ``"unknown fit"`` (no start seen, or
+        :mod:`dask_adadamp._messages`), ``"unknown fit"`` (no start seen, or
         the fit was evicted or refused), ``"ended fit"``, ``"duplicate
         start"``, ``"client not connected"``, ``"client's running fits"``,
         ``"running fits"`` (every place taken by a running fit), ``"error"``.

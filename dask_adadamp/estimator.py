@@ -3,7 +3,7 @@
 :class:`DaskClassifier` and :class:`DaskRegressor` are skorch's
 ``NeuralNetClassifier`` and ``NeuralNetRegressor`` with one step replaced:
 the gradient of each model update is computed by Dask tasks (see
-:mod:`dask_adadamp.engine`) instead of a local forward/backward pass. The
+:mod:`dask_adadamp._engine`) instead of a local forward/backward pass. The
 optimizer, callbacks, history, validation and prediction are skorch's own
 and run in the client process.
 
@@ -37,14 +37,15 @@ from skorch import NeuralNet, NeuralNetClassifier, NeuralNetRegressor
 from skorch.callbacks import BatchScoring
 from skorch.callbacks import ProgressBar as SkorchProgressBar
 
-from . import dashboard, engine, fitinputs, netcopy
+from ._validation import check_argument, is_positive_int
+from .exceptions import ClientClosedError, NonFiniteLossError
+from . import dashboard, _engine as engine, _fitinputs as fitinputs, _netcopy as netcopy
 from .callbacks import ProgressBar
-from .dampers import (_KINDS, DAMPERS, BaseDamper, Constant, GradientDescent,
+from .dampers import (DAMPERS, BaseDamper, Constant, GradientDescent,
                       Progress, UpdateStats)
-from .sampling import EpochSampler, Update
-from .worker import ModelSpec
+from ._sampling import EpochSampler, Update
+from ._worker import ModelSpec
 
-_positive_int = _KINDS["a positive integer"]
 
 #: The parameters every Dask net adds to skorch's, in numpydoc form (filled
 #: into the docstrings below, as skorch fills its own).
@@ -248,20 +249,15 @@ class DaskNetMixin:
 
     def _check_params(self):
         bs = self.batch_size
-        if not (_positive_int(bs) or bs == -1 or isinstance(bs, BaseDamper) or (
+        if not (is_positive_int(bs) or bs == -1 or isinstance(bs, BaseDamper) or (
                 isinstance(bs, type) and issubclass(bs, BaseDamper))):
             raise ValueError(
                 f"batch_size={bs!r} is not accepted; pass a positive integer, "
                 "-1 (full-batch gradient descent, as in skorch), or a schedule "
                 "from dask_adadamp.dampers (a class or an instance)")
-        if not _positive_int(self.grads_per_worker):
-            raise ValueError(f"grads_per_worker={self.grads_per_worker!r} is not "
-                             "accepted; it must be a positive integer")
+        check_argument("grads_per_worker", self.grads_per_worker, "a positive integer")
         for name in ("max_batch_size", "min_workers", "max_workers"):
-            value = getattr(self, name)
-            if not (value is None or _positive_int(value)):
-                raise ValueError(f"{name}={value!r} is not accepted; use None or a "
-                                 "positive integer")
+            check_argument(name, getattr(self, name), "None or a positive integer")
         if (self.min_workers is not None and self.max_workers is not None
                 and self.min_workers > self.max_workers):
             raise ValueError(
@@ -400,7 +396,7 @@ class DaskNetMixin:
             status = "finished"
         except Exception as exc:
             if client.status in ("closing", "closed"):
-                raise RuntimeError(
+                raise ClientClosedError(
                     f"the Dask client {client} was closed during the fit (by "
                     "the program, or after it lost the scheduler); the "
                     "estimator keeps the weights of its last complete update. "
@@ -476,7 +472,7 @@ class DaskNetMixin:
     def _non_finite(self, what, loss, update_number):
         """The error that stops a fit whose schedule needs a finite loss."""
         free = [name for name, cls in DAMPERS.items() if not cls().needs_finite]
-        return FloatingPointError(
+        return NonFiniteLossError(
             f"{what} is not finite (loss {loss}) at model update "
             f"{update_number} (epoch {len(self.history)}), and the batch-size "
             f"schedule {self.damper_!r} reads the loss or gradient, so the fit "

@@ -52,7 +52,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from .dampers import _KINDS, _check_value
+from ._validation import KINDS, check_argument, check_fields
 
 REDUCTIONS = ("centralized", "allreduce")
 BYTES_PER_PARAM = 4  # float32 weights and gradients
@@ -112,8 +112,7 @@ class Cluster:
                                "overhead": "a number >= 0"}
 
     def __post_init__(self):
-        for name, kind in self._checks.items():
-            _check_value(self, name, getattr(self, name), kind)
+        check_fields(self, self._checks)
         if self.reduction not in REDUCTIONS:
             raise ValueError(f"Cluster(reduction={self.reduction!r}) is not accepted; "
                              f"reduction must be one of {REDUCTIONS}")
@@ -221,7 +220,7 @@ def simulate(histories, n_params, cluster, n_train=None):
         raise ValueError(f"histories as {what} is not accepted; pass a non-empty dict "
                          "of schedule name -> history or list of batch sizes")
     if n_train is not None:
-        _check_argument("n_train", n_train, "a positive integer")
+        check_argument("n_train", n_train, "a positive integer")
     rows = {}
     for name, run in histories.items():
         try:
@@ -281,7 +280,7 @@ def _epochs(history):
 def _parts(batch_sizes, n_params, cluster):
     """Workers, compute seconds and communication seconds of each update."""
     sizes = _check_sizes(batch_sizes)
-    _check_argument("n_params", n_params, "a positive integer")
+    check_argument("n_params", n_params, "a positive integer")
     if not isinstance(cluster, Cluster):
         raise TypeError(f"cluster={cluster!r} is not accepted; pass a "
                         "dask_adadamp.simulate.Cluster")
@@ -303,17 +302,12 @@ def _ceil_div(a, b):
     return -(-a // b)
 
 
-def _check_argument(name, value, kind):
-    if not _KINDS[kind](value):
-        raise ValueError(f"{name}={value!r} is not accepted; {name} must be {kind}")
-
-
 def _check_sizes(batch_sizes):
     sizes = list(batch_sizes)
     if not sizes:
         raise ValueError("batch_sizes=[] is not accepted; a fit needs at least "
                          "one model update")
-    bad = [b for b in sizes if not _KINDS["a positive integer"](b)]
+    bad = [b for b in sizes if not KINDS["a positive integer"](b)]
     if bad:
         raise ValueError(f"batch sizes {bad[:5]!r} are not accepted; every batch "
                          "size must be a positive integer")

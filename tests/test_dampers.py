@@ -15,7 +15,7 @@ from conftest import make_classifier, make_cluster, weights
 from dask_adadamp.dampers import (AdaDamp, Constant, GeoDamp, GeoDampLR,
                                   GradientDescent, NoiseScaleDamp, PadaDamp,
                                   Progress, RadaDamp, UpdateStats)
-from dask_adadamp.engine import FitSession
+from dask_adadamp._engine import FitSession
 
 LR = 0.1
 

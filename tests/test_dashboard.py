@@ -20,7 +20,8 @@ from distributed import Client
 from skorch.callbacks import Callback
 from skorch.dataset import ValidSplit
 
-from dask_adadamp import dashboard, messages
+from dask_adadamp import dashboard
+from dask_adadamp import _messages as messages
 from dask_adadamp.dampers import AdaDamp
 from dask_adadamp.dashboard import DashboardPlugin, FitMonitor
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from dask_adadamp import DaskRegressor, engine
+from dask_adadamp import DaskRegressor
+from dask_adadamp import _engine as engine
 from dask_adadamp.dampers import AdaDamp, NoiseScaleDamp, RadaDamp
 from dask_adadamp.models import MLP
 

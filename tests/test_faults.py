@@ -12,8 +12,8 @@ from distributed.protocol.serialize import to_serialize
 from skorch.callbacks import Callback
 
 from conftest import adadamp_keys, make_classifier, make_cluster, weights
-from dask_adadamp.engine import _ensure_extension
-from dask_adadamp.shards import NoWorkersError
+from dask_adadamp._engine import _ensure_extension
+from dask_adadamp.exceptions import NoWorkersError
 from test_training import DiesOnCue, fit_on
 
 KWARGS = dict(batch_size=256, grads_per_worker=64, max_epochs=2,
@@ -89,7 +89,7 @@ def test_no_workers_left_raises_after_the_timeout(small_data):
 def test_a_member_of_the_tree_that_cannot_be_reached_is_reported_lost(client):
     """A call passed on to a worker that is gone: the caller still sends up
     what it computed and names the lost worker and those below it."""
-    from dask_adadamp.worker import ModelSpec
+    from dask_adadamp._worker import ModelSpec
 
     _ensure_extension(client)
     alive = sorted(client.nthreads())
@@ -114,7 +114,7 @@ def test_a_member_of_the_tree_that_cannot_be_reached_is_reported_lost(client):
         reply = client.sync(call)
     finally:
         client.run(connect_timeout, next(iter(old.values())))
-        client.run(lambda: __import__("dask_adadamp.worker").worker.forget("lost-member"))
+        client.run(lambda: __import__("dask_adadamp._worker")._worker.forget("lost-member"))
     assert reply["status"] == "tree"
     assert {a: r["status"] for a, r in reply["result"]["replies"].items()} == {
         alive[0]: "OK", alive[1]: "OK", dead: "lost", below: "unreached"}

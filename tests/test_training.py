@@ -14,7 +14,7 @@ from distributed import Client, get_task_stream, wait
 
 from dask_adadamp import DaskRegressor
 from dask_adadamp.models import MLP
-from dask_adadamp.worker import ModelSpec, chunk_gradient
+from dask_adadamp._worker import ModelSpec, chunk_gradient
 
 from conftest import adadamp_keys, make_classifier, make_cluster, weights
 
@@ -241,7 +241,7 @@ def test_embedded_cluster_is_started_once_and_reused(tmp_path):
     # As with any process-based LocalCluster, a script needs the main guard.
     script.write_text(
         "import numpy as np, os\n"
-        "from dask_adadamp import engine\n"
+        "from dask_adadamp import _engine as engine\n"
         "from conftest import make_classifier\n"
         "if __name__ == '__main__':\n"
         "    X = np.random.default_rng(0).normal(size=(100, 64)).astype('float32')\n"

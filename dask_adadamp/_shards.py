@@ -25,7 +25,8 @@ import numpy as np
 from dask.core import flatten
 from distributed import futures_of, wait
 
-from . import worker
+from . import _worker as worker
+from .exceptions import DataLostError, NoWorkersError
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +51,6 @@ def recover_timeout():
 
 def _unknown(a):
     return any(math.isnan(c) for c in a.chunks[0])
-
-
-class NoWorkersError(TimeoutError):
-    """The fit lost every worker and none came back in time."""
 
 
 class Shards:
@@ -292,7 +289,7 @@ class Shards:
             wait(futures, timeout=recover_timeout())
             bad = [f for f in futures if f.status != "finished"]
             if bad:
-                raise RuntimeError(
+                raise DataLostError(
                     f"{len(bad)} blocks of the training data were lost and could "
                     f"not be recomputed (first: {bad[0].key!r}, {bad[0].status})")
             self._locate(gone)

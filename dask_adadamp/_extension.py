@@ -10,7 +10,7 @@ worker's executor and replies with per-chunk sums.
 
 Replies are dicts with a ``status``:
 
-- ``"OK"``: ``result`` holds :func:`dask_adadamp.worker.compute_call`'s dict;
+- ``"OK"``: ``result`` holds :func:`dask_adadamp._worker.compute_call`'s dict;
 - ``"missing"``: ``chunks`` and ``losses`` list the items whose shard
   this worker does not hold (moved or lost): the client finds the shards
   again and calls where they are;
@@ -46,8 +46,8 @@ from distributed import WorkerPlugin
 from distributed.core import error_message
 from distributed.protocol.serialize import Serialize, to_serialize
 
-from . import tree as compute_tree
-from . import worker as compute
+from . import _tree as compute_tree
+from . import _worker as compute
 
 logger = logging.getLogger(__name__)
 
@@ -91,12 +91,12 @@ class WorkerExtension(WorkerPlugin):
 
     async def tree(self, token, weights, buffers, sq_norms, n, members):
         """Handler: an update's share of this worker and of the workers
-        below it in a binomial tree (:func:`dask_adadamp.tree.children`).
+        below it in a binomial tree (:func:`dask_adadamp._tree.children`).
 
         ``members`` lists ``(address, chunks, losses, spec)``, this worker
         first. The call is passed on with the weights, this worker computes
         its own chunks meanwhile, then adds what its subtree computed as far
-        as the chunk tree allows (:func:`dask_adadamp.tree.reduce_nodes`),
+        as the chunk tree allows (:func:`dask_adadamp._tree.reduce_nodes`),
         so one or a few partial sums go up instead of one per chunk.
 
         Returns

@@ -7,7 +7,7 @@
   ``(X, y)``.
 - Fit parameters (:func:`split_fit_params`): those with one value per
   example are placed with the data and sliced with every chunk
-  (:class:`~dask_adadamp.netcopy.Rows`); the others reach every chunk's
+  (:class:`~dask_adadamp._netcopy.Rows`); the others reach every chunk's
   ``infer`` as they are.
 - Dask DataFrames and Series (:func:`dask_frame_as_array`): lazy dask
   arrays, converted partition by partition where the partitions are.
@@ -34,7 +34,8 @@ from skorch.dataset import Dataset, unpack_data
 from skorch.utils import to_numpy
 from torch.utils.data import DataLoader, Subset
 
-from .netcopy import Rows
+from ._netcopy import Rows
+from .exceptions import ScoringCacheWarning
 
 
 def train_batch_size(net):
@@ -108,7 +109,7 @@ def n_rows(X):
 
 
 def train_rows(X_train, per_example, indices):
-    """X for the cluster: X itself, or :class:`~dask_adadamp.netcopy.Rows`
+    """X for the cluster: X itself, or :class:`~dask_adadamp._netcopy.Rows`
     holding a sparse X or a dict X, and/or the training rows (``indices`` of
     the data the fit was given) of the per-example fit parameters."""
     if not (per_example or scipy.sparse.issparse(X_train)
@@ -232,7 +233,7 @@ def train_scoring_uncached(net):
             "the workers return sums, not predictions, so the client predicts "
             "the training data again (EpochScoring: after each epoch; "
             "BatchScoring: each update's rows, after its step)",
-            UserWarning, stacklevel=4)
+            ScoringCacheWarning, stacklevel=4)
 
 
 def is_dask_frame(obj):

@@ -2,9 +2,9 @@
 cluster's size.
 
 A :class:`FitSession` places the training data on the cluster once (see
-:mod:`dask_adadamp.shards`), then turns each model update into one direct
+:mod:`dask_adadamp._shards`), then turns each model update into one direct
 call per worker that holds rows of it (a handler the
-:class:`~dask_adadamp.extension.WorkerExtension` adds to every worker) and
+:class:`~dask_adadamp._extension.WorkerExtension` adds to every worker) and
 adds the returned per-chunk sums in a fixed tree. Everything it puts on the
 cluster carries the fit's token in its key and is released by
 :meth:`FitSession.close`.
@@ -38,9 +38,10 @@ from distributed import Client, LocalCluster, get_worker, rejoin, secede
 from distributed.core import clean_exception
 from distributed.protocol.serialize import to_serialize
 
-from . import tree, worker
-from .extension import WorkerExtension
-from .shards import NoWorkersError, Shards, recover_timeout
+from . import _tree as tree, _worker as worker
+from ._extension import WorkerExtension
+from ._shards import Shards, recover_timeout
+from .exceptions import NoClusterManagerWarning, NoWorkersError
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def tree_policy():
 
     The dask config ``adadamp.tree-workers``: ``"auto"`` (the default) times
     direct calls and the tree on a fit's first rounds at each cluster size
-    and keeps the faster (:class:`dask_adadamp.tree.PathChooser`); an int
+    and keeps the faster (:class:`dask_adadamp._tree.PathChooser`); an int
     uses the tree for rounds to at least that many workers; None or 0
     never does. Either way an update's result has the same bits.
 
@@ -193,7 +194,7 @@ class FitSession:
     workers that hold the chunks' shards (one call per worker, all at once,
     through the client's connection pool); each worker computes its chunks
     and replies with their sums. The scheduler places and recovers the data
-    (:class:`~dask_adadamp.shards.Shards`) but is not on the per-update path.
+    (:class:`~dask_adadamp._shards.Shards`) but is not on the per-update path.
     A call that fails because its worker died or left is made again, for the
     missing chunks only, once the shards are back on live workers; chunks
     are added in a fixed tree over their positions, so the update's result
@@ -218,8 +219,8 @@ class FitSession:
     >>> import numpy as np, torch
     >>> from distributed import Client, LocalCluster
     >>> from torch.nn.utils import parameters_to_vector
-    >>> from dask_adadamp.worker import ModelSpec
-    >>> from dask_adadamp.sampling import EpochSampler
+    >>> from dask_adadamp._worker import ModelSpec
+    >>> from dask_adadamp._sampling import EpochSampler
     >>> cluster = LocalCluster(n_workers=1, processes=False,
     ...                        dashboard_address=':0')
     >>> client = Client(cluster)
@@ -359,7 +360,7 @@ class FitSession:
         missing ones after a worker is lost, until all are done.
 
         Returns the chunks' gradients added up to the root of the chunk
-        tree (:mod:`dask_adadamp.tree`), per chunk its loss sum, count,
+        tree (:mod:`dask_adadamp._tree`), per chunk its loss sum, count,
         squared norm and buffers, the loss sums by item, and the timing.
         """
         n = len(chunks)
@@ -604,7 +605,8 @@ class Scaler:
             warnings.warn(
                 "min_workers/max_workers need a cluster manager behind the client "
                 "(client.cluster), and this client has none; training on the "
-                f"{len(client.nthreads())} workers that exist", UserWarning, stacklevel=3)
+                f"{len(client.nthreads())} workers that exist", NoClusterManagerWarning,
+                stacklevel=3)
             self.cluster = None
             self.found = None
         else:

@@ -1,9 +1,9 @@
 """What runs on the Dask workers: pure functions of (weights, shard, rows).
 
 Nothing here imports the estimator. A worker's handler (see
-:mod:`dask_adadamp.extension`) receives the fit's net once as a
+:mod:`dask_adadamp._extension`) receives the fit's net once as a
 :class:`ModelSpec` (a few kilobytes: the net's class, modules and criteria
-without their weights, see :mod:`dask_adadamp.netcopy`; unpickling it
+without their weights, see :mod:`dask_adadamp._netcopy`; unpickling it
 imports the net's class), then with every update the weights as one flat float32 buffer and
 the rows of the shards it holds, and returns sums. The same inputs give the same bits on any
 worker, which is what makes updates independent of the cluster's size.
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.nn.utils import parameters_to_vector
 
-from . import netcopy
+from . import _netcopy as netcopy
 
 # Models built on this worker process, by fit token. Building one costs a
 # deserialization and an allocation; an update costs neither.
@@ -35,7 +35,7 @@ class ModelSpec:
         Names the fit; workers cache the built net under it.
     net : skorch.NeuralNet or torch.nn.Module
         The initialized net: its class, modules, criteria and plain
-        attributes travel (see :mod:`dask_adadamp.netcopy`), with the
+        attributes travel (see :mod:`dask_adadamp._netcopy`), with the
         parameters on the meta device, so the spec stays small whatever
         the model's size; buffers (e.g. batch-norm statistics) are kept.
         A torch module with ``criterion`` is trained as skorch's plain
@@ -47,7 +47,7 @@ class ModelSpec:
     fit_params : dict or None
         Fit parameters passed as they are to every chunk's ``infer`` (those
         with one value per example travel with the data instead:
-        :class:`dask_adadamp.netcopy.Rows`).
+        :class:`dask_adadamp._netcopy.Rows`).
     drop : iterable of str
         Attributes of the net that stay on the client.
 
@@ -120,20 +120,20 @@ def chunk_gradient(spec, weights, buffers, X, y, rows, seed,
 
     skorch's ``train_step_single`` on the fit's net: every module and
     criterion in training mode, ``net.infer`` and ``net.get_loss`` (see
-    :func:`dask_adadamp.netcopy.chunk_loss` for the sum).
+    :func:`dask_adadamp._netcopy.chunk_loss` for the sum).
 
     Parameters
     ----------
     spec : ModelSpec
     weights : numpy.ndarray
         Flat float32 buffer of all parameters of the net's modules and
-        criteria, in :func:`dask_adadamp.netcopy.net_parameters` order.
+        criteria, in :func:`dask_adadamp._netcopy.net_parameters` order.
     buffers : dict of str to numpy.ndarray
         The buffers (batch-norm running statistics) by
-        :func:`dask_adadamp.netcopy.net_buffers` name, or ``{}``.
+        :func:`dask_adadamp._netcopy.net_buffers` name, or ``{}``.
     X, y : numpy.ndarray
         One shard of the training data; X may be a
-        :class:`dask_adadamp.netcopy.Rows` (sparse X, per-example fit
+        :class:`dask_adadamp._netcopy.Rows` (sparse X, per-example fit
         parameters).
     rows : numpy.ndarray of int
         The shard's rows this chunk uses.
@@ -250,7 +250,7 @@ def _load(params, own_buffers, weights, buffers):
 
 def _inputs(spec, X):
     """``(X as a tensor on the spec's device, fit parameters)`` of a
-    chunk's rows: X itself, or :class:`~dask_adadamp.netcopy.Rows` with the
+    chunk's rows: X itself, or :class:`~dask_adadamp._netcopy.Rows` with the
     rows' own fit parameters, after those every chunk gets."""
     fit_params = spec.fit_params
     if isinstance(X, netcopy.Rows):

@@ -10,7 +10,7 @@ import time
 
 from tornado.web import OutputTransform
 
-from .messages import EPOCH_COLUMNS, MAX_NAME_CHARS, UPDATE_COLUMNS
+from ._messages import EPOCH_COLUMNS, MAX_NAME_CHARS, UPDATE_COLUMNS
 
 logger = logging.getLogger(__name__)
 
