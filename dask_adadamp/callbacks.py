@@ -1,5 +1,7 @@
-"""skorch callbacks that know batch sizes change during a fit."""
+"""skorch callbacks that know batch sizes change during a fit, and the
+Dask nets' default callbacks that record each update."""
 import tqdm
+from skorch.callbacks import Callback
 from skorch.callbacks import ProgressBar as _SkorchProgressBar
 from skorch.dataset import get_len
 
@@ -64,3 +66,89 @@ class ProgressBar(_SkorchProgressBar):
         # A training batch is the update (its len is its examples); a
         # validation batch is skorch's (X, y).
         self.pbar_.update(len(batch) if training else get_len(batch[0]))
+
+
+class UpdateLog(Callback):
+    """Record what each model update measured in the net's history (a
+    default callback of the Dask nets, named ``update_log``).
+
+    Per update, in ``history[epoch, "batches", i]``: ``n_workers``, ``lr``
+    (after ``max_batch_size``'s scaling), the schedule's signal (e.g.
+    ``loss_ratio``) and what the update's calls cost (``compute_ms``,
+    ``comm_ms``, ``workers_ms``, ``rounds``, ``tree``, ``bytes_out``,
+    ``bytes_in``). Per epoch: the largest ``batch_size``, the last ``lr``
+    and signal, and ``n_workers``. The net itself records each update's
+    ``batch_size`` and each epoch's cumulative ``model_updates`` and
+    ``n_examples``, which number the updates.
+
+    Examples
+    --------
+    >>> from dask_adadamp import DaskRegressor
+    >>> import torch
+    >>> net = DaskRegressor(torch.nn.Linear, module__in_features=2,
+    ...                     module__out_features=1).initialize()
+    >>> [name for name, _ in net.callbacks_][-3:]
+    ['update_log', 'dashboard', 'print_log']
+    """
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        fit = getattr(net, "_fit", None)
+        if not training or fit is None or fit.record is None:
+            return
+        for key, value in fit.record.items():
+            if key not in ("batch_size", "examples_per_s"):
+                net.history.record_batch(key, value)
+
+    def on_epoch_end(self, net, **kwargs):
+        fit = getattr(net, "_fit", None)
+        if fit is None:
+            return
+        batches = [b for b in net.history[-1, "batches"] if "batch_size" in b]
+        # The size asked for, not the epoch's last (possibly partial) batch.
+        net.history.record("batch_size", max((b["batch_size"] for b in batches), default=0))
+        if batches and "lr" in batches[-1]:
+            net.history.record("lr", batches[-1]["lr"])
+        name = net.damper_.signal_name
+        if name is not None and batches and name in batches[-1]:
+            net.history.record(name, batches[-1][name])
+        net.history.record("n_workers", fit.session.n_workers)
+
+
+class DashboardFeed(Callback):
+    """Send each update and epoch to the dask-adadamp dashboard page (a
+    default callback of the Dask nets, named ``dashboard``).
+
+    The page (``/adadamp`` on the scheduler's dashboard) shows the fit
+    while it runs; see :mod:`dask_adadamp.dashboard`. A net without this
+    callback (``callbacks__dashboard=None``) does not report to the
+    scheduler at all.
+
+    Examples
+    --------
+    >>> from dask_adadamp import DaskRegressor
+    >>> import torch
+    >>> net = DaskRegressor(torch.nn.Linear, callbacks__dashboard=None)
+    >>> "dashboard" in dict(net.initialize().callbacks_)
+    False
+    """
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        fit = getattr(net, "_fit", None)
+        if not training or fit is None or fit.monitor is None or fit.record is None:
+            return
+        record = dict(fit.record)
+        workers = record.pop("workers_ms")
+        name = net.damper_.signal_name
+        fit.monitor.update({
+            **record, "update": fit.update_number(), "epoch": len(net.history),
+            "epochs": len(net.history) - 1 + fit.epoch_rows / fit.session.n_rows,
+            "loss": fit.stats.loss, "signal_name": name,
+            "signal": record.get(name)}, workers=workers)
+
+    def on_epoch_end(self, net, **kwargs):
+        fit = getattr(net, "_fit", None)
+        if fit is None or fit.monitor is None:
+            return
+        row = net.history[-1]
+        fit.monitor.epoch({key: row.get(key) for key in
+                           ("epoch", "model_updates", "train_loss", "valid_loss", "dur")})

@@ -22,7 +22,6 @@ One fit, seen from the client::
 import math
 import numbers
 import threading
-import time
 import warnings
 from contextlib import contextmanager
 
@@ -38,12 +37,12 @@ from skorch.callbacks import BatchScoring
 from skorch.callbacks import ProgressBar as SkorchProgressBar
 
 from ._validation import check_argument, is_positive_int
-from .exceptions import ClientClosedError, NonFiniteLossError
+from .exceptions import ClientClosedError
 from . import dashboard, _engine as engine, _fitinputs as fitinputs, _netcopy as netcopy
-from .callbacks import ProgressBar
-from .dampers import (DAMPERS, BaseDamper, Constant, GradientDescent,
-                      Progress, UpdateStats)
-from ._sampling import EpochSampler, Update
+from ._fit import Fit
+from .callbacks import DashboardFeed, ProgressBar, UpdateLog
+from .dampers import BaseDamper, Constant, GradientDescent
+from ._sampling import Update
 from ._worker import ModelSpec
 
 
@@ -339,10 +338,15 @@ class DaskNetMixin:
                                         dataset_valid, epochs, constant, fit_params)
 
     #: Attributes that stay on the client when the net goes to the workers
-    #: (the fit's session and what it measured).
-    _client_only = ("client", "damper_", "lr_scale_", "_session", "_monitor",
-                    "_tick", "_epoch_rows", "_last_stats", "_last_timing",
-                    "_train_data", "_evaluation")
+    #: (the fit's schedule and its per-fit state).
+    _client_only = ("client", "damper_", "_fit")
+
+    @property
+    def _default_callbacks(self):
+        # skorch's, then the Dask nets' own records of each update (before
+        # the user's callbacks, which may read them; PrintLog stays last).
+        return [*super()._default_callbacks, ("update_log", UpdateLog()),
+                ("dashboard", DashboardFeed())]
 
     def _fit_on_cluster(self, X_train, y_train, dataset_train, dataset_valid,
                         epochs, constant, fit_params):
@@ -362,37 +366,30 @@ class DaskNetMixin:
         scaler = (engine.Scaler(client, self.grads_per_worker, self.min_workers,
                                 self.max_workers)
                   if self.min_workers or self.max_workers else None)
-        monitor = dashboard.FitMonitor(client, self._monitor_name(spec.token), {
-            "schedule": repr(self.damper_),
-            # a dask array after boolean indexing: not known before it is placed
-            "n_train": None if math.isnan(X_train.shape[0]) else X_train.shape[0],
-            "grads_per_worker": self.grads_per_worker})
+        monitor = self._monitor(client, spec.token, X_train)
         status = "failed"
         try:
             with engine.FitSession(client, X_train, y_train, spec, shard_rows,
                                    self.seed_) as session:
                 if isinstance(X_train, da.Array):
                     session.check_finite()
-                self._session, self._monitor = session, monitor
-                self._train_data = (X_train, y_train)
-                self._evaluation = (None, -1)  # (update, evaluations of it - 1)
+                self._fit = Fit(self, session, (X_train, y_train), monitor)
                 try:
                     for _ in range(epochs):
                         self.notify("on_epoch_begin", **on_epoch_kwargs)
-                        self._tick, self._epoch_rows = time.perf_counter(), 0
+                        self._fit.begin_epoch()
                         with _client_threads():
-                            self.run_single_epoch(self._updates(session, scaler),
+                            self.run_single_epoch(self._fit.updates(scaler),
                                                   training=True, prefix="train",
                                                   step_fn=self.train_step)
-                        self._record_epoch(session)
+                        self._fit.end_epoch()
                         self.run_single_epoch(iterator_valid, training=False,
                                               prefix="valid",
                                               step_fn=self.validation_step,
                                               **fit_params)
                         self.notify("on_epoch_end", **on_epoch_kwargs)
-                        monitor.epoch(self._epoch_record())
                 finally:
-                    del self._session, self._monitor, self._train_data, self._evaluation
+                    del self._fit
             status = "finished"
         except Exception as exc:
             if client.status in ("closing", "closed"):
@@ -404,147 +401,49 @@ class DaskNetMixin:
                 ) from exc
             raise
         finally:
-            monitor.close(status)
+            if monitor is not None:
+                monitor.close(status)
             # After the shards are released: less data to move off the
             # workers that leave.
             if scaler is not None:
                 scaler.close()
         return self
 
-    def _monitor_name(self, token):
-        """How the dashboard names this fit: class, module and the token in
-        the fit's keys on the cluster."""
-        return f"{type(self).__name__}({type(self.module_).__name__}) {token}"
-
-    def _epoch_record(self):
-        row = self.history[-1]
-        return {key: row.get(key) for key in
-                ("epoch", "model_updates", "train_loss", "valid_loss", "dur")}
-
-    def _updates(self, session, scaler=None):
-        """Yield this epoch's updates, asking the schedule for each size
-        (and the cluster for the workers that size needs)."""
-        epoch = len(self.history) - 1
-        rng = np.random.default_rng([self.seed_, 2, epoch])
-        sampler = EpochSampler(session.shard_ids, self.grads_per_worker, rng)
-        while sampler.remaining:
-            size = self.get_batch_size(session)
-            if scaler is not None:
-                scaler.request(size)
-                # Spread the shards over workers that arrived (or are gone);
-                # the update does not wait for workers still starting.
-                workers = scaler.arrivals()
-                if workers is not None:
-                    session.follow(workers)
-            yield sampler.take(size, min_chunks=self.damper_.min_chunks)
-
-    def get_batch_size(self, session):
-        """Batch size of the next update; sets the learning-rate factor
-        ``lr_scale_`` that goes with it."""
-        updates = self._total("model_updates") + len(self.history[-1, "batches"])
-        progress = Progress(
-            updates=updates, epochs=len(self.history) - 1, n_train=session.n_rows,
-            loss=lambda fraction=None: self._mean_loss(session, updates, fraction))
-        asked = self.damper_.ask(progress)
-        scale = self.damper_.lr_factor(progress)
-        size = min(asked, session.n_rows)
-        if self.max_batch_size is not None and asked > self.max_batch_size:
-            size = self.max_batch_size
-            scale *= self.max_batch_size / asked
-        self.lr_scale_ = scale
-        return size
-
-    def _mean_loss(self, session, updates, fraction=None):
-        """Training loss for the schedule: the one evaluated in the previous
-        update's calls (at its weights), or else, at the fit's first ask, a
-        round of calls at the current weights."""
-        ridden = session.ridden_loss
-        if ridden is not None and ridden[:2] == (updates, fraction):
-            loss = ridden[2]
-        else:
-            weights, buffers = self._weights()
-            loss = session.mean_loss(weights, buffers, self._loss_rows(session, fraction))
-        if not math.isfinite(loss):
-            raise self._non_finite("the training loss the schedule reads", loss,
-                                   updates + 1)
-        return loss
-
-    def _non_finite(self, what, loss, update_number):
-        """The error that stops a fit whose schedule needs a finite loss."""
-        free = [name for name, cls in DAMPERS.items() if not cls().needs_finite]
-        return NonFiniteLossError(
-            f"{what} is not finite (loss {loss}) at model update "
-            f"{update_number} (epoch {len(self.history)}), and the batch-size "
-            f"schedule {self.damper_!r} reads the loss or gradient, so the fit "
-            "stops (skorch would train on); the estimator keeps the weights "
-            "from before that update. A smaller lr may help, or a schedule "
-            f"that does not read them ({', '.join(free)}), which trains on "
-            "as skorch does.")
-
-    def _loss_rows(self, session, fraction):
-        """The rows of each shard the schedule's loss is evaluated on: all,
-        or the same random ``fraction`` of every shard each time."""
-        if fraction is None:
-            return session.all_rows()
-        rng = np.random.default_rng([self.seed_, 3])
-        return [np.sort(rng.choice(len(ids), max(1, round(fraction * len(ids))),
-                                   replace=False))
-                for ids in session.shard_ids]
-
-    def _weights(self):
-        # Every module's and criterion's (netcopy.net_parameters' order).
-        return netcopy.flat_weights(self)
+    def _monitor(self, client, token, X_train):
+        """The fit's reporter to the dashboard page, where the net has the
+        ``DashboardFeed`` callback; its name: class, module and the token
+        in the fit's keys on the cluster."""
+        if not any(isinstance(cb, DashboardFeed) for _, cb in self.callbacks_):
+            return None
+        return dashboard.FitMonitor(
+            client, f"{type(self).__name__}({type(self.module_).__name__}) {token}", {
+                "schedule": repr(self.damper_),
+                # a dask array after boolean indexing: not known before placement
+                "n_train": None if math.isnan(X_train.shape[0]) else X_train.shape[0],
+                "grads_per_worker": self.grads_per_worker})
 
     def train_step(self, batch, **fit_params):
-        """skorch's step, at the schedule's learning rate; records the
-        update's batch size, learning rate and the schedule's signal."""
+        """skorch's step, at the schedule's learning rate."""
         groups = self.optimizer_.param_groups
         base = [group["lr"] for group in groups]
         # Scaled for this step only, so lr schedulers (skorch's LRScheduler)
         # keep acting on the base learning rate.
         for group in groups:
-            group["lr"] = group["lr"] * self.lr_scale_
+            group["lr"] = group["lr"] * self._fit.lr_scale
         try:
             step = super().train_step(batch, **fit_params)
             lr = groups[0]["lr"]
         finally:
             for group, lr_base in zip(groups, base):
                 group["lr"] = lr_base
-        self.damper_.observe(self._last_stats)
-        record = {"batch_size": len(batch),
-                  "n_workers": self._session.workers_used(batch), "lr": lr,
-                  **_call_times(self._last_timing)}
-        name = self.damper_.signal_name
-        if name is not None and getattr(self.damper_, "signal_", None) is not None:
-            record[name] = float(self.damper_.signal_)
-        for key, value in record.items():
-            self.history.record_batch(key, value)
-        if self.damper_.needs_loss:
-            # The rows the schedule's loss evaluations read since the previous
-            # update: the examples it costs beside the gradient's.
-            self.history.record_batch("loss_examples", self._session.loss_examples)
-            self._session.loss_examples = 0
-        workers = record.pop("workers_ms")
-        now = time.perf_counter()
-        # The wall-clock time since the previous update ended: sampling, the
-        # schedule's loss evaluations and the optimizer step all count.
-        record["examples_per_s"] = len(batch) / max(now - self._tick, 1e-9)
-        self._tick = now
-        self._epoch_rows += len(batch)
-        self._monitor.update({
-            **record, "update": self._total("model_updates") + len(
-                self.history[-1, "batches"]),
-            "epoch": len(self.history),
-            "epochs": len(self.history) - 1 + self._epoch_rows / self._session.n_rows,
-            "loss": self._last_stats.loss,
-            "signal_name": name, "signal": record.get(name)}, workers=workers)
+        self._fit.end_update(batch, lr)
         return step
 
     def notify(self, method_name, **cb_kwargs):
         """skorch's ``notify``; at the end of a training update,
         ``BatchScoring(on_train=True)`` callbacks get the update's rows as
-        their ``batch`` (the others get the :class:`~.sampling.Update`: its
-        row numbers and chunks)."""
+        their ``batch`` (the others get the update itself: its row numbers
+        and chunks)."""
         batch = cb_kwargs.get("batch")
         if method_name != "on_batch_end" or not isinstance(batch, Update):
             return super().notify(method_name, **cb_kwargs)
@@ -555,7 +454,7 @@ class DaskNetMixin:
                 # Taken from the client's copy of the data, and only here:
                 # without such a callback nothing is sliced per update.
                 if rows is None:
-                    rows = fitinputs.batch_rows(*self._train_data, batch.indices)
+                    rows = fitinputs.batch_rows(*self._fit.train_data, batch.indices)
                 cb.on_batch_end(self, **{**cb_kwargs, "batch": rows})
             else:
                 cb.on_batch_end(self, **cb_kwargs)
@@ -568,73 +467,7 @@ class DaskNetMixin:
         to the batch's mean gradient; skorch's ``train_step`` then calls
         ``optimizer.step()``.
         """
-        # 1-based; skorch has already opened this update's batch record.
-        update_number = self._total("model_updates") + len(
-            self.history[-1, "batches"])
-        weights, buffers = self._weights()
-        # The schedule's next ask needs the loss: evaluate it in this
-        # update's calls, at these weights, rather than in a round of its own.
-        fraction = getattr(self.damper_, "approx", None)
-        loss_rows = (self._loss_rows(self._session, fraction)
-                     if self.damper_.needs_loss and self.damper_.due(update_number)
-                     else None)
-        # An optimizer that evaluates one update more than once (LBFGS) gets
-        # new dropout masks each time, as in skorch; the first evaluation
-        # keeps the seed (seed, update), so one update stays a function of it.
-        last, k = self._evaluation
-        k = k + 1 if last == update_number else 0
-        self._evaluation = (update_number, k)
-        seed = (self.seed_, update_number) + ((k,) if k else ())
-        sums = self._session.gradient(weights, buffers, batch, seed=seed,
-                                      loss_rows=loss_rows,
-                                      sq_norms=self.damper_.chunk_norms)
-        if loss_rows is not None:
-            self._session.ridden_loss = (update_number, fraction, sums.mean_loss)
-        grad, count, buffers = sums.grad, sums.count, sums.buffers
-        loss = sums.loss / count
-        # skorch trains on with a non-finite loss; a schedule that reads it
-        # cannot, so it stops before the step spoils the weights.
-        if self.damper_.needs_finite and not (
-                np.isfinite(loss) and np.isfinite(grad).all()):
-            what = "loss" if not np.isfinite(loss) else "gradient"
-            raise self._non_finite(f"the training {what}", loss, update_number)
-        netcopy.set_buffers(self, buffers)
-        mean = grad / count
-        # skorch's gradient: of the batch's mean, or of its sum where the
-        # criterion sums (the schedules read the mean either way).
-        netcopy.set_gradients(self, mean if self._session.spec.mean else grad)
-        self._last_timing = sums.timing
-        self._last_stats = UpdateStats(
-            batch_size=count, loss=float(loss),
-            sq_norm=float(mean.astype(np.float64) @ mean.astype(np.float64)),
-            chunk_sizes=sums.chunk_sizes, chunk_sq_norms=sums.chunk_sq_norms)
-        return {"loss": torch.tensor(loss if self._session.spec.mean else sums.loss),
-                "y_pred": None}
-
-    def _record_epoch(self, session):
-        batches = [b for b in self.history[-1, "batches"] if "batch_size" in b]
-        self.history.record("model_updates",
-                            self._total("model_updates") + len(batches))
-        self.history.record("n_examples", self._total("n_examples")
-                            + sum(b["batch_size"] for b in batches))
-        if self.damper_.needs_loss:
-            self.history.record("loss_examples", self._total("loss_examples")
-                                + sum(b.get("loss_examples", 0) for b in batches))
-        # The size asked for, not the epoch's last (possibly partial) batch.
-        self.history.record("batch_size", max((b["batch_size"] for b in batches), default=0))
-        if batches:
-            self.history.record("lr", batches[-1]["lr"])
-        name = self.damper_.signal_name
-        if name is not None and batches and name in batches[-1]:
-            self.history.record(name, batches[-1][name])
-        self.history.record("n_workers", session.n_workers)
-
-    def _total(self, key):
-        """A cumulative count as of the end of the previous epoch."""
-        for row in reversed(self.history[:-1]):
-            if key in row:
-                return row[key]
-        return 0
+        return self._fit.gradient(batch)
 
     def get_iterator(self, dataset, training=False):
         # skorch's iterators serve validation and prediction only; they need
@@ -932,31 +765,6 @@ def _client_threads():
 _THREADS_LOCK = threading.Lock()
 _THREADS = {"fits": 0}
 _SEEDED_INIT = threading.RLock()
-
-
-def _call_times(timing):
-    """What an update's calls cost, for its history row (milliseconds).
-
-    ``compute_ms``: the slowest worker's compute; ``comm_ms``: the rest of
-    the calls' wall-clock time (sending weights, receiving sums, waiting);
-    ``workers_ms``: each worker's ``[round trip, compute]``; ``rounds``:
-    rounds of calls (more than 1 after a worker was lost mid-update);
-    ``tree``: whether a round went through a tree of workers (the client
-    calls one, the rest is passed on); ``bytes_out``, ``bytes_in``: weights
-    the client sent, gradients it received.
-
-    >>> _call_times({"wall_s": 0.010, "rounds": 1, "bytes_out": 8, "bytes_in": 8,
-    ...              "workers": {"tcp://a:1": (0.009, 0.006)}})["comm_ms"]
-    4.0
-    """
-    per_worker = {addr: [round(1e3 * rtt, 3), round(1e3 * compute, 3)]
-                  for addr, (rtt, compute) in sorted(timing["workers"].items())}
-    compute = max((c for _, c in per_worker.values()), default=0.0)
-    return {"compute_ms": compute,
-            "comm_ms": round(max(1e3 * timing["wall_s"] - compute, 0.0), 3),
-            "rounds": timing["rounds"], "tree": timing.get("tree", False),
-            "bytes_out": timing.get("bytes_out"),
-            "bytes_in": timing.get("bytes_in"), "workers_ms": per_worker}
 
 
 def _predict_proba_block(block, est):
