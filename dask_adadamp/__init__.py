@@ -11,7 +11,7 @@ import importlib
 # Imported on first use: the scheduler imports dask_adadamp.dashboard for the
 # dashboard page, and must not spend seconds of its event loop importing
 # torch and skorch for it.
-_EXPORTS = {"DaskClassifier": "estimator", "DaskNetMixin": "estimator",
+_EXPORTS = {"DaskClassifier": "estimator", "DaskNetMixin": "net",
             "DaskRegressor": "estimator", "ProgressBar": "callbacks",
             "plot_history": "plots"}
 

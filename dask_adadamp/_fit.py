@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from . import _netcopy as netcopy
+from ._history import total, update_rows
 from ._sampling import EpochSampler
 from .dampers import DAMPERS, Progress, UpdateStats
 from .exceptions import NonFiniteLossError
@@ -202,27 +203,13 @@ class Fit:
         """The epoch's totals, which the next updates are numbered from:
         cumulative ``model_updates``, ``n_examples`` (and ``loss_examples``)."""
         history, damper = self.net.history, self.net.damper_
-        batches = update_rows(history[-1, "batches"])
+        batches = update_rows([history[-1]])
         history.record("model_updates", total(history, "model_updates") + len(batches))
         history.record("n_examples", total(history, "n_examples")
                        + sum(b["batch_size"] for b in batches))
         if damper.needs_loss:
             history.record("loss_examples", total(history, "loss_examples")
                            + sum(b.get("loss_examples", 0) for b in batches))
-
-
-def update_rows(batches):
-    """The training updates among an epoch's ``batches`` rows (validation
-    batches have no ``batch_size``)."""
-    return [b for b in batches if "batch_size" in b]
-
-
-def total(history, key):
-    """A cumulative count as of the end of the previous epoch."""
-    for row in reversed(history[:-1]):
-        if key in row:
-            return row[key]
-    return 0
 
 
 def call_times(timing):

@@ -5,6 +5,8 @@ from skorch.callbacks import Callback
 from skorch.callbacks import ProgressBar as _SkorchProgressBar
 from skorch.dataset import get_len
 
+from ._history import update_rows
+
 
 class ProgressBar(_SkorchProgressBar):
     """skorch's progress bar, counting examples instead of batches.
@@ -103,7 +105,7 @@ class UpdateLog(Callback):
         fit = getattr(net, "_fit", None)
         if fit is None:
             return
-        batches = [b for b in net.history[-1, "batches"] if "batch_size" in b]
+        batches = update_rows([net.history[-1]])
         # The size asked for, not the epoch's last (possibly partial) batch.
         net.history.record("batch_size", max((b["batch_size"] for b in batches), default=0))
         if batches and "lr" in batches[-1]:
@@ -127,7 +129,8 @@ class DashboardFeed(Callback):
     --------
     >>> from dask_adadamp import DaskRegressor
     >>> import torch
-    >>> net = DaskRegressor(torch.nn.Linear, callbacks__dashboard=None)
+    >>> net = DaskRegressor(torch.nn.Linear, module__in_features=2,
+    ...                     module__out_features=1, callbacks__dashboard=None)
     >>> "dashboard" in dict(net.initialize().callbacks_)
     False
     """

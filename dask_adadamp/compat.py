@@ -14,7 +14,7 @@ in a synchronous context of `dask.compute``` (dask/dask-ml#1016).
 
 dask-ml runs ``partial_fit`` inside worker tasks. A dask-adadamp estimator
 trains by submitting tasks from there; it secedes from the worker's thread
-pool while it does (see :func:`dask_adadamp._engine.seceded`), so that needs
+pool while it does (see :func:`dask_adadamp._cluster.seceded`), so that needs
 nothing here.
 
 What this layer changes

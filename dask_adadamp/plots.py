@@ -7,6 +7,8 @@ import numbers
 
 import numpy as np
 
+from ._history import epochs as history_epochs, update_rows
+
 __all__ = ["plot_history"]
 
 #: The labels (``Axes.get_label()``) of the six panels, in the order of the
@@ -119,10 +121,7 @@ def plot_history(est_or_history, *, test_key=None, axes=None):
     for name, ax in panels.items():
         ax.set_label(name)
 
-    updates = [b for epoch in epochs for b in epoch.get("batches", ())
-               # skorch also records validation batches there; only the
-               # training steps, which record "batch_size", are updates.
-               if isinstance(b, dict) and "batch_size" in b]
+    updates = update_rows(epochs)
     update_number = np.arange(1, len(updates) + 1, dtype=float)
     epoch_number = _column(epochs, "epoch")
     # Wall-clock at the end of each epoch; a missing "dur" (an interrupted
@@ -153,23 +152,11 @@ def plot_history(est_or_history, *, test_key=None, axes=None):
 
 def _epochs(est_or_history):
     """The list of epoch dicts, or a ValueError saying what is missing."""
-    if isinstance(est_or_history, (list, tuple)):
-        history = est_or_history
-    else:
-        # skorch nets keep None in ``history`` until initialized.
-        history = getattr(est_or_history, "history", None)
-        if history is None:
-            raise ValueError(
-                f"{type(est_or_history).__name__} has no history to plot: "
-                "pass a fitted estimator (call fit first) or its history, "
-                "a list of epoch dicts")
-    if len(history) == 0:
+    epochs = history_epochs(est_or_history)
+    if not epochs:
         raise ValueError(
             "the history is empty (no epochs): fit the estimator first, "
             "with max_epochs >= 1")
-    epochs = list(history)
-    if not all(isinstance(e, dict) for e in epochs):
-        raise ValueError("the history must be a list of epoch dicts")
     if not any("train_loss" in e for e in epochs):
         raise ValueError(
             "no epoch of the history records 'train_loss'; it has the keys "

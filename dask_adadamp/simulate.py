@@ -45,13 +45,14 @@ schedule
 SGD                2000            1     2.69            2.69
 growing            1125            8     1.60            3.43
 """
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
+from ._history import epochs as history_epochs, update_rows
 from ._validation import KINDS, check_argument, check_fields
 
 REDUCTIONS = ("centralized", "allreduce")
@@ -167,8 +168,7 @@ def batch_sizes(history):
     >>> batch_sizes(history)
     [32, 32, 64]
     """
-    sizes = [int(batch["batch_size"]) for epoch in _epochs(history)
-             for batch in epoch.get("batches", []) if "batch_size" in batch]
+    sizes = [int(row["batch_size"]) for row in update_rows(history_epochs(history))]
     if not sizes:
         raise ValueError("the history has no model updates: no entry of "
                          "history[epoch]['batches'] has the key 'batch_size', which "
@@ -260,21 +260,7 @@ def _sizes_and_epochs(run, n_train):
             sizes = list(_check_sizes(items))
             return sizes, (sum(sizes) / n_train if n_train else float("nan"))
         run = items
-    return batch_sizes(run), len(_epochs(run))
-
-
-def _epochs(history):
-    """The list of epoch dicts of a history or of a fitted estimator."""
-    if not isinstance(history, Sequence) and hasattr(history, "history"):
-        if history.history is None:
-            raise ValueError(f"{type(history).__name__} has no history: fit it first")
-        history = history.history
-    if (not isinstance(history, Sequence) or isinstance(history, str)
-            or not all(isinstance(epoch, Mapping) for epoch in history)):
-        raise ValueError(f"a history of type {type(history).__name__} is not accepted; "
-                         "pass a skorch History, a list of its epoch dicts or a "
-                         "fitted estimator")
-    return history
+    return batch_sizes(run), len(history_epochs(run))
 
 
 def _parts(batch_sizes, n_params, cluster):

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from dask_adadamp import DaskRegressor
-from dask_adadamp import _engine as engine
+from dask_adadamp import _cluster as cluster
 from dask_adadamp.dampers import AdaDamp, NoiseScaleDamp, RadaDamp
 from dask_adadamp.models import MLP
 
@@ -25,7 +25,7 @@ def untouched_cluster(monkeypatch):
     """Fail the test if a fit gets as far as asking for a cluster."""
     def touched(*args, **kwargs):
         raise AssertionError("the fit reached the cluster")
-    monkeypatch.setattr(engine, "resolve_client", touched)
+    monkeypatch.setattr(cluster, "resolve_client", touched)
 
 
 @pytest.fixture

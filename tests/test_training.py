@@ -241,15 +241,15 @@ def test_embedded_cluster_is_started_once_and_reused(tmp_path):
     # As with any process-based LocalCluster, a script needs the main guard.
     script.write_text(
         "import numpy as np, os\n"
-        "from dask_adadamp import _engine as engine\n"
+        "from dask_adadamp import _cluster as cluster\n"
         "from conftest import make_classifier\n"
         "if __name__ == '__main__':\n"
         "    X = np.random.default_rng(0).normal(size=(100, 64)).astype('float32')\n"
         "    y = (X[:, 0] > 0).astype('int64')\n"
         "    make_classifier(max_epochs=1).fit(X, y)\n"
-        "    first = engine._EMBEDDED[None]\n"
+        "    first = cluster._EMBEDDED[None]\n"
         "    make_classifier(max_epochs=1).fit(X, y)\n"
-        "    assert engine._EMBEDDED[None] is first\n"
+        "    assert cluster._EMBEDDED[None] is first\n"
         "    assert len(first.nthreads()) == (os.cpu_count() or 1)\n"
         "    print('ok')\n")
     import subprocess
