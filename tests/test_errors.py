@@ -101,14 +101,6 @@ def test_target_of_wrong_shape_for_classifier(untouched_cluster, data):
         make_classifier().fit(X, y2)
 
 
-def test_target_of_wrong_shape_for_regressor(untouched_cluster, data):
-    X, _ = data
-    est = DaskRegressor(torch.nn.Linear, module__in_features=64,
-                        module__out_features=1, train_split=None)
-    with pytest.raises(ValueError, match=r"y of shape \(50,\) .* MSELoss for outputs of shape \(2, 1\)"):
-        est.fit(X, X[:, 0])
-
-
 def test_X_that_does_not_fit_the_module(untouched_cluster, data):
     X, y = data
     with pytest.raises(ValueError, match=r"X of shape \(50, 10\) .* does not fit the module MLP"):

@@ -301,6 +301,23 @@ class MeanOutput:
         return ((y_pred - y_true) ** 2).mean()
 
 
+def test_target_that_broadcasts_warns_as_in_skorch(client, small_data):
+    # torch only warns when MSELoss broadcasts a (n,) target against (n, 1)
+    # outputs, and skorch passes that warning on; so do the Dask classes,
+    # once for the training data (the workers' copies stay in their logs)
+    # and once for validation, as skorch's own test counts.
+    X, _ = small_data
+    est = DaskRegressor(torch.nn.Linear, module__in_features=64,
+                        module__out_features=1, max_epochs=1, random_state=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est.fit(X, X[:, 0])
+    broadcast = [str(w.message) for w in caught if "broadcasting" in str(w.message)]
+    assert len(broadcast) == 2, broadcast
+    # the training split: 4/5 of the 300 rows
+    assert broadcast[0].startswith("y of shape (240,) against outputs of shape (n, 1): ")
+
+
 def test_criterion_that_is_not_a_module(client, linear_data):
     X, y = linear_data
     ours, theirs = fit_both(DaskRegressor, NeuralNetRegressor, X, y, client,

@@ -63,10 +63,6 @@ EXCLUDED = {
         "targets of different lengths per example (an object array) cannot be placed "
         "on the workers as an array; the test also replaces get_loss and check_data "
         "on the instance, which stay on the client (the workers run the class's)"),
-    "test_regressor.py::TestNeuralNetRegressor::test_dimension_mismatch_warning": (
-        "torch only warns when the target's shape broadcasts against the output's; the "
-        "Dask classes refuse it before the fit (a silent wrong fit otherwise; "
-        "tests/test_errors.py::test_target_of_wrong_shape_for_regressor)"),
     "test_classifier.py::TestNeuralNet::test_error_when_classes_could_not_be_inferred": (
         "asserts the class's own name in skorch's message; besides, the Dask classes "
         "read y out of the Dataset (the workers need it), so classes_ is known where "
