@@ -473,6 +473,9 @@ class DaskNetMixin:
         # client current where it is loaded.
         if not (state.get("client") is None or isinstance(state["client"], str)):
             state["client"] = None
+        # Pickled during a fit (skorch's Checkpoint(f_pickle=...)): the
+        # fit's state (its session on the cluster) stays behind.
+        state.pop("_fit", None)
         return state
 
 

@@ -318,6 +318,18 @@ def test_target_that_broadcasts_warns_as_in_skorch(client, small_data):
     assert broadcast[0].startswith("y of shape (240,) against outputs of shape (n, 1): ")
 
 
+def test_checkpoint_pickles_the_net_during_a_fit(client, small_data, tmp_path):
+    # skorch's Checkpoint(f_pickle=...) pickles the whole net in
+    # on_epoch_end, while the fit's session on the cluster is open.
+    from skorch.callbacks import Checkpoint
+    X, y = small_data
+    est = make_classifier(callbacks=[Checkpoint(
+        monitor=None, f_pickle="net.pkl", f_params=None, f_optimizer=None,
+        f_criterion=None, f_history=None, dirname=str(tmp_path))]).fit(X, y)
+    loaded = cloudpickle.loads((tmp_path / "net.pkl").read_bytes())
+    np.testing.assert_array_equal(loaded.predict_proba(X), est.predict_proba(X))
+
+
 def test_criterion_that_is_not_a_module(client, linear_data):
     X, y = linear_data
     ours, theirs = fit_both(DaskRegressor, NeuralNetRegressor, X, y, client,
