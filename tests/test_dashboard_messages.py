@@ -504,6 +504,8 @@ def test_registration_failure_warns_once_and_monitor_does_nothing():
     assert client.sent == []
 
 
+# --- the page's components, without a server -----------------------------------
+
 def test_page_follows_the_latest_fit_and_streams_new_rows():
     pytest.importorskip("bokeh")
     plugin = DashboardPlugin(max_rows=8)
