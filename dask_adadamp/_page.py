@@ -2,12 +2,15 @@
 
 The page reads the fits a :class:`~dask_adadamp.dashboard.DashboardPlugin`
 keeps, every ``PAGE_INTERVAL`` ms, and streams only the rows the browser
-does not have yet. Whatever a fit holds, a refresh does not raise.
+does not have yet. Whatever a fit holds, a refresh does not raise. The
+components only read the plugin's state (:mod:`dask_adadamp._plugin`), as
+distributed's pages read its diagnostics plugins, in the scheduler's process.
 """
 import logging
 import math
 import time
 
+from distributed.utils import log_errors
 from tornado.web import OutputTransform
 
 from ._messages import EPOCH_COLUMNS, MAX_NAME_CHARS, UPDATE_COLUMNS
@@ -65,14 +68,15 @@ def _page_doc(plugin, scheduler, extra, doc):
     from distributed.dashboard.components import add_periodic_callback
     from distributed.dashboard.components.scheduler import BOKEH_THEME, env
 
-    page = AdadampPage(plugin)
-    page.update()
-    add_periodic_callback(doc, page, PAGE_INTERVAL)
-    doc.add_root(page.root)
-    doc.title = "dask-adadamp"
-    doc.theme = BOKEH_THEME
-    doc.template = env.get_template("simple.html")
-    doc.template_variables.update(extra)
+    with log_errors():  # as distributed's own pages: logged, then raised
+        page = AdadampPage(plugin)
+        page.update()
+        add_periodic_callback(doc, page, PAGE_INTERVAL)
+        doc.add_root(page.root)
+        doc.title = "dask-adadamp"
+        doc.theme = BOKEH_THEME
+        doc.template = env.get_template("simple.html")
+        doc.template_variables.update(extra)
 
 
 SIGNAL_TITLES = {"loss_ratio": "Loss ratio", "noise_scale": "Noise-scale estimate"}
@@ -185,7 +189,8 @@ class AdadampPage:
         """Refresh from the plugin; cheap when nothing changed.
 
         Never raises, whatever a fit holds: a refresh that fails is logged
-        (once a minute) and the next one tries again.
+        (once a minute, not by ``log_errors``: this runs twice a second) and
+        the next one tries again.
         """
         try:
             self._update()
@@ -232,6 +237,7 @@ class AdadampPage:
             self.fit_id = fit_id
             self.sent = {"updates": (-1, 0), "epochs": (-1, 0)}
 
+    @log_errors
     def _on_x_axis(self, attr, old, new):
         x, label = [("update", "model update"), ("epochs", "epochs")][new]
         for line in self.lines:
@@ -239,6 +245,7 @@ class AdadampPage:
         for fig in self.plots[:-1]:  # the last one is per epoch already
             fig.xaxis.axis_label = label
 
+    @log_errors
     def _on_select(self, attr, old, new):
         if new and new != self.fit_id and new in self.plugin.fits:
             self.follow_latest = new == next(reversed(self.plugin.fits))

@@ -10,7 +10,7 @@ direct calls to the workers, not tasks, so this page is where they show.
 
 Below, a fit's numbers are read back from ``metrics.json``; the screenshot at
 the end is the page itself, taken by the project's browser test
-(``tests/test_dashboard.py``) during an AdaDamp fit.
+(``tests/test_dashboard_browser.py``) during an AdaDamp fit.
 """
 import json
 import time

@@ -1,60 +1,17 @@
-"""The dask-adadamp dashboard page: messages, metrics.json, the live page."""
+"""The dashboard's parts in one process, no cluster: the messages, the
+plugin's store, the monitor (with a fake client) and the page's components."""
 import json
-import math
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
 import warnings
-from pathlib import Path
 
 import msgpack
 import numpy as np
 import pytest
-from conftest import make_classifier
-from distributed import Client
-from skorch.callbacks import Callback
-from skorch.dataset import ValidSplit
+from dashboard_helpers import epoch_record, record
 
-from dask_adadamp import dashboard
 from dask_adadamp import _messages as messages
-from dask_adadamp.dampers import AdaDamp
+from dask_adadamp import _monitor, _plugin, dashboard
 from dask_adadamp.dashboard import DashboardPlugin, FitMonitor
-
-TIMEOUT = 30  # seconds: the most any wait in here may take
-REPO = Path(__file__).resolve().parents[1]
-
-
-def record(i, signal=True):
-    """A synthetic update record with the shape of a real fit's."""
-    rec = {"update": i, "epoch": 1 + (i - 1) // 50, "epochs": i / 50,
-           "batch_size": 32 * 2 ** (i // 60), "lr": 0.1,
-           "n_workers": min(4, 1 + i // 60),
-           "loss": math.exp(-i / 80) + 0.02 * math.sin(i),
-           "examples_per_s": 1000.0 * (1 + i // 60)}
-    if signal:
-        rec.update(signal_name="loss_ratio", signal=0.9 + 0.05 * math.cos(i))
-    return rec
-
-
-def epoch_record(epoch, updates):
-    return {"epoch": epoch, "model_updates": updates,
-            "train_loss": math.exp(-updates / 80), "valid_loss": None,
-            "dur": 0.5}
-
-
-def get_json(url):
-    with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
-        return json.load(response)
-
-
-def get_text(url):
-    with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
-        return response.read().decode()
 
 
 class FakeClient:
@@ -176,7 +133,7 @@ def test_table_thins_as_one_row_at_a_time():
             batches.append({name: list(range(start, start + k))
                             for name in ("a", "b") if rng.random() < 0.7})
             start += k
-        table = dashboard._Table(("a", "b"), max_rows)
+        table = _plugin._Table(("a", "b"), max_rows)
         for rows in batches:
             table.extend(rows)
         assert (table.columns, table.stride, table.seen,
@@ -389,9 +346,9 @@ def test_refusals_are_logged_at_most_once_a_minute(monkeypatch):
             self.lines.append(record.getMessage())
 
     lines = Lines()
-    dashboard.logger.addHandler(lines)
+    _plugin.logger.addHandler(lines)
     clock = [1000.0]
-    monkeypatch.setattr(dashboard.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(_plugin.time, "monotonic", lambda: clock[0])
     try:
         plugin = started()
         for _ in range(500):
@@ -400,7 +357,7 @@ def test_refusals_are_logged_at_most_once_a_minute(monkeypatch):
         clock[0] += dashboard.LOG_INTERVAL
         plugin.log_event("adadamp", "not a dict")
     finally:
-        dashboard.logger.removeHandler(lines)
+        _plugin.logger.removeHandler(lines)
     assert len(lines.lines) == 2
     assert "dropped 1 message" in lines.lines[0]
     assert "dropped 500 message" in lines.lines[1]
@@ -443,7 +400,7 @@ def test_page_and_json_survive_whatever_is_stored():
 
 
 def test_the_monitor_sends_only_what_the_plugin_takes(monkeypatch):
-    monkeypatch.setattr(dashboard, "FLUSH_INTERVAL", 3600)
+    monkeypatch.setattr(_monitor, "FLUSH_INTERVAL", 3600)
     client = FakeClient()
     monitor = FitMonitor(client, "N" * 1000, {f"k{i}": "v" * 1000 for i in range(100)})
     n = 2 * messages.MAX_MESSAGE_ROWS + 1
@@ -467,7 +424,7 @@ def test_the_monitor_sends_only_what_the_plugin_takes(monkeypatch):
 # --- the monitor --------------------------------------------------------------
 
 def test_monitor_buffers_and_flushes_on_epoch_and_close(monkeypatch):
-    monkeypatch.setattr(dashboard, "FLUSH_INTERVAL", 3600)
+    monkeypatch.setattr(_monitor, "FLUSH_INTERVAL", 3600)
     client = FakeClient()
     monitor = FitMonitor(client, "Net", {"schedule": "GeoDamp", "n_train": 300,
                                          "classes": [0, 1]})
@@ -510,7 +467,7 @@ def test_monitor_buffers_and_flushes_on_epoch_and_close(monkeypatch):
     assert client.sent[-1][1]["updates"]["update"] == [12]
 
     # Rows are due once FLUSH_INTERVAL has passed since the last send.
-    monkeypatch.setattr(dashboard, "FLUSH_INTERVAL", 0)
+    monkeypatch.setattr(_monitor, "FLUSH_INTERVAL", 0)
     client = FakeClient()
     monitor = FitMonitor(client, "Net")
     monitor.update(record(1))
@@ -547,115 +504,7 @@ def test_registration_failure_warns_once_and_monitor_does_nothing():
     assert client.sent == []
 
 
-# --- in-process LocalCluster ---------------------------------------------------
-
-def test_local_cluster_metrics_and_buffered_sends(client, monkeypatch):
-    # No send falls due by time: what is sent depends only on the calls.
-    monkeypatch.setattr(dashboard, "FLUSH_INTERVAL", 3600)
-    url = client.dashboard_link.rsplit("/", 1)[0]
-    monitor = FitMonitor(client, "local fit", {"schedule": "Constant(64)"})
-    assert monitor.enabled
-    for i in range(1, 2001):
-        monitor.update(record(i))
-    monitor.close()
-    # 2000 updates cost two round trips to the scheduler, not 2000 (their
-    # time is measured in benchmarks/monitor_cost.py and docs/dashboard.md).
-    sent = [msg for _, msg in client.get_events("adadamp")
-            if msg["fit"] == monitor.fit_id]
-    assert [msg["kind"] for msg in sent] == ["start", "end"]
-    # The plugin keeps the rows; the scheduler's event log keeps a stub.
-    assert sent[-1] == {"fit": monitor.fit_id, "kind": "end", "rows": 2000,
-                        "stored": True}
-
-    fits = get_json(url + "/adadamp/metrics.json?fit=" + monitor.fit_id)["fits"]
-    [fit] = fits
-    assert fit["status"] == "finished"
-    assert fit["updates"]["update"] == list(range(1, 2001))
-
-
-def get_response(url):
-    """(status, headers, JSON or text) of a GET, errors included."""
-    try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
-            return response.status, response.headers, response.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers, e.read().decode()
-
-
-def plugin_state(dask_scheduler):
-    plugin = dask_scheduler.plugins[dashboard.PLUGIN_NAME]
-    events = [msg for _, msg in dask_scheduler.get_events("adadamp")]
-    return dict(plugin.refused), events
-
-
-def store_garbage(dask_scheduler, fit_id):
-    fit = dask_scheduler.plugins[dashboard.PLUGIN_NAME].fits[fit_id]
-    fit.info, fit.signal_name = b"\xff", ["x"]
-    fit.updates.columns["loss"].append(float("nan"))
-
-
-def test_forged_messages_through_a_local_cluster(client):
-    """Forged messages sent with client.log_event, as any client could: the
-    JSON keeps answering, the running fit stays, nothing big is kept."""
-    url = client.dashboard_link.rsplit("/", 1)[0]
-    monitor = FitMonitor(client, "real fit", {"schedule": "Constant(64)"})
-    monitor.update(record(1))
-    monitor.flush()
-    refused_before, _ = client.run_on_scheduler(plugin_state)
-    forged = [
-        {"fit": monitor.fit_id, "kind": "updates", "updates": {"loss": [b"\xff"]}},
-        {"fit": "forged", "kind": "start", "info": "not a dict"},
-        {"fit": monitor.fit_id, "kind": "updates", "signal_name": ["x"]},
-        {"fit": monitor.fit_id, "kind": "updates",
-         "updates": {"update": list(range(100_000))}},
-        {"fit": "ghost", "kind": "start", "client": "Client-gone"},
-        *({"fit": f"forged{i}", "kind": "start", "client": client.id}
-          for i in range(25)),
-    ]
-    for msg in forged:
-        client.log_event("adadamp", msg)
-    refused, events = client.run_on_scheduler(plugin_state)
-    new = {k: v - refused_before.get(k, 0) for k, v in refused.items()}
-    assert new == {"invalid": 4, "client not connected": 1,
-                   "client's running fits": 25 - (dashboard.MAX_RUNNING_PER_CLIENT - 1)}
-    # The refused messages are stubs in the scheduler's event log: the
-    # 100,000 rows are not kept there either.
-    stubs = [e for e in events[-len(forged):] if e.get("kind") == "refused"]
-    assert len(stubs) == len(forged) - (dashboard.MAX_RUNNING_PER_CLIENT - 1)
-    assert all(len(json.dumps(e)) < 1000 for e in stubs)
-
-    status, headers, body = get_response(url + "/adadamp/metrics.json")
-    assert status == 200
-    assert headers["X-Content-Type-Options"] == "nosniff"
-    fits = {f["fit"]: f for f in json.loads(body)["fits"]}
-    assert fits[monitor.fit_id]["status"] == "running"
-    assert fits[monitor.fit_id]["updates"]["update"] == [1]
-    assert fits[monitor.fit_id]["signal_name"] == "loss_ratio"
-    monitor.update(record(2))
-    monitor.close()
-    [fit] = fits_of(url, monitor.fit_id)
-    assert fit["status"] == "finished"
-    assert fit["updates"]["update"] == [1, 2]
-
-    # Whatever got stored, the JSON answers, and the page too.
-    client.run_on_scheduler(store_garbage, fit_id=monitor.fit_id)
-    status, _, body = get_response(url + "/adadamp/metrics.json")
-    assert status == 200
-    [fit] = [f for f in json.loads(body)["fits"] if f["fit"] == monitor.fit_id]
-    assert fit["updates"]["loss"][-1] is None and fit["info"] == "\ufffd"
-    status, headers, _ = get_response(url + "/adadamp")
-    assert status == 200
-    assert headers["X-Content-Type-Options"] == "nosniff"
-
-
-def test_page_is_served_with_a_link_in_the_nav_bar(client):
-    pytest.importorskip("bokeh")
-    url = client.dashboard_link.rsplit("/", 1)[0]
-    FitMonitor(client, "local fit").close()
-    page = get_text(url + "/adadamp")
-    assert "bokeh" in page.lower()
-    assert 'href="adadamp"' in get_text(url + "/status")
-
+# --- the page's components, without a server -----------------------------------
 
 def test_page_follows_the_latest_fit_and_streams_new_rows():
     pytest.importorskip("bokeh")
@@ -701,326 +550,3 @@ def test_page_follows_the_latest_fit_and_streams_new_rows():
     page.update()
     assert page.fit_id == "a"
     assert "running" in page.info.text
-
-
-# --- a scheduler and a worker in their own processes ---------------------------
-
-def start_scheduler(tmp, *, python_prefix=None):
-    """A ``dask scheduler`` process; (process, address, dashboard url)."""
-    scheduler_file = Path(tmp) / "scheduler.json"
-    cli = ["-m", "distributed.cli.dask_scheduler"]
-    if python_prefix:  # code to run first, e.g. to hide a package
-        cli = ["-c", python_prefix + "; from distributed.cli.dask_scheduler "
-               "import main; main()"]
-    # The process writes to its own copy of the file descriptor.
-    with open(Path(tmp) / "scheduler.log", "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, *cli, "--host", "127.0.0.1", "--port", "0",
-             "--dashboard-address", "127.0.0.1:0", "--scheduler-file",
-             str(scheduler_file)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        try:
-            info = json.loads(scheduler_file.read_text())
-            break
-        except (OSError, ValueError):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                stop(proc)
-                raise RuntimeError("the scheduler did not start: "
-                                   + (Path(tmp) / "scheduler.log").read_text())
-            time.sleep(0.05)
-    dashboard_url = f"http://127.0.0.1:{info['services']['dashboard']}"
-    return proc, info["address"], dashboard_url
-
-
-def stop(*procs):
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def separate_cluster():
-    """``dask scheduler`` plus one ``dask worker --nthreads 1``, each in its
-    own process, as on a real cluster."""
-    with tempfile.TemporaryDirectory() as tmp:
-        scheduler, address, dashboard_url = start_scheduler(tmp)
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "distributed.cli.dask_worker", address,
-             "--nthreads", "1", "--no-nanny", "--no-dashboard",
-             "--death-timeout", "30"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp)
-        try:
-            with Client(address, timeout=TIMEOUT) as client:
-                client.wait_for_workers(1, timeout=TIMEOUT)
-            yield address, dashboard_url
-        finally:
-            stop(worker, scheduler)
-
-
-@pytest.fixture
-def separate_client(separate_cluster):
-    address, _ = separate_cluster
-    with Client(address, timeout=TIMEOUT) as client:
-        yield client
-
-
-def fits_of(dashboard_url, fit_id):
-    return get_json(f"{dashboard_url}/adadamp/metrics.json?fit={fit_id}")["fits"]
-
-
-def test_metrics_json_from_a_separate_scheduler(separate_cluster,
-                                                separate_client, monkeypatch):
-    # Every update would be sent at once otherwise on a slow machine.
-    monkeypatch.setattr(dashboard, "FLUSH_INTERVAL", 3600)
-    _, dashboard_url = separate_cluster
-    monitor = FitMonitor(separate_client, "DaskClassifier(MLP) 0123456789ab",
-                         {"schedule": "AdaDamp(initial=32)", "n_train": 1000})
-    assert monitor.enabled
-    [fit] = fits_of(dashboard_url, monitor.fit_id)
-    assert fit["status"] == "running"
-    assert fit["name"] == "DaskClassifier(MLP) 0123456789ab"
-    assert fit["updates"]["update"] == []
-
-    for i in range(1, 51):
-        monitor.update(record(i))
-    monitor.epoch(epoch_record(1, 50))
-    [fit] = fits_of(dashboard_url, monitor.fit_id)
-    assert fit["status"] == "running"
-    assert fit["updates"]["update"] == list(range(1, 51))
-    assert fit["updates"]["batch_size"][:3] == [32, 32, 32]
-    assert fit["epochs"]["epoch"] == [1]
-
-    for i in range(51, 61):
-        monitor.update(record(i))
-    monitor.close()
-    [fit] = fits_of(dashboard_url, monitor.fit_id)
-    assert fit["status"] == "finished"
-    assert fit["updates"]["update"] == list(range(1, 61))
-    assert fit["info"] == {"schedule": "AdaDamp(initial=32)", "n_train": 1000}
-
-
-class ReadMetrics(Callback):
-    """Reads metrics.json while the fit runs."""
-
-    def __init__(self, dashboard_url, known):
-        self.dashboard_url = dashboard_url
-        self.known = known
-        self.seen = []
-
-    def read(self, net, when):
-        fits = get_json(self.dashboard_url + "/adadamp/metrics.json")["fits"]
-        new = [f for f in fits if f["fit"] not in self.known]
-        self.seen.append((when, len(net.history), new))
-
-    def on_batch_end(self, net, **kwargs):
-        self.read(net, "batch")
-
-    def on_epoch_end(self, net, **kwargs):
-        self.read(net, "epoch")
-
-
-def test_metrics_json_during_a_real_fit(separate_cluster, separate_client,
-                                        small_data):
-    _, dashboard_url = separate_cluster
-    X, y = small_data
-    try:  # fits of earlier tests on this scheduler, if any
-        known = {f["fit"] for f in
-                 get_json(dashboard_url + "/adadamp/metrics.json")["fits"]}
-    except urllib.error.HTTPError as exc:
-        assert exc.code == 404  # no fit has installed the page yet
-        known = set()
-    reader = ReadMetrics(dashboard_url, known)
-    est = make_classifier(client=separate_client, max_epochs=3,
-                          callbacks=[("read_metrics", reader)])
-    est.fit(X, y)
-
-    assert reader.seen
-    for _, _, new in reader.seen:
-        [fit] = new
-        assert fit["status"] == "running"
-        assert "DaskClassifier" in fit["name"]
-    # By the end of epoch 2 epoch 1's rows have been sent.
-    _, _, [fit] = next(s for s in reader.seen if s[0] == "epoch" and s[1] >= 2)
-    assert len(fit["updates"]["update"]) > 0
-    assert fit["epochs"]["epoch"][:1] == [1]
-
-    fits = get_json(dashboard_url + "/adadamp/metrics.json")["fits"]
-    [fit] = [f for f in fits if f["fit"] not in known]
-    n_updates = est.history[-1, "model_updates"]
-    assert fit["status"] == "finished"
-    assert fit["updates"]["update"] == list(range(1, n_updates + 1))
-    batches = [b for epoch in est.history for b in epoch["batches"]]
-    assert fit["updates"]["batch_size"] == [b["batch_size"] for b in batches]
-    assert fit["updates"]["loss"] == pytest.approx(
-        [b["train_loss"] for b in batches], rel=1e-6)
-    assert fit["epochs"]["epoch"] == [1, 2, 3]
-    # Epochs done after each update: every epoch ends on a whole number.
-    ends = [i for i, e in enumerate(fit["updates"]["epoch"])
-            if i + 1 == len(fit["updates"]["epoch"]) or fit["updates"]["epoch"][i + 1] != e]
-    assert [fit["updates"]["epochs"][i] for i in ends] == [1.0, 2.0, 3.0]
-    assert fit["updates"]["epochs"] == sorted(fit["updates"]["epochs"])
-    assert fit["epochs"]["train_loss"] == pytest.approx(
-        est.history[:, "train_loss"], rel=1e-6)
-    # Where each update's time went, overall and per worker.
-    assert fit["updates"]["compute_ms"] == [b["compute_ms"] for b in batches]
-    assert fit["updates"]["comm_ms"] == [b["comm_ms"] for b in batches]
-    calls = {}
-    for b in batches:
-        for addr in b["workers_ms"]:
-            calls[addr] = calls.get(addr, 0) + 1
-    assert {a: w["calls"] for a, w in fit["workers"].items()} == calls
-    assert all(w["compute_ms"] > 0 and w["comm_ms"] >= 0
-               for w in fit["workers"].values())
-
-
-def test_scheduler_without_dask_adadamp_warns_and_training_goes_on(tmp_path):
-    # The scheduler's environment lacks dask_adadamp: unpickling the plugin
-    # fails there.
-    proc, address, _ = start_scheduler(
-        tmp_path, python_prefix="import sys; sys.modules['dask_adadamp'] = None")
-    try:
-        with Client(address, timeout=TIMEOUT) as client:
-            with pytest.warns(RuntimeWarning, match="could not be registered"):
-                monitor = FitMonitor(client, "Net")
-            assert not monitor.enabled
-            monitor.update(record(1))
-            monitor.epoch(epoch_record(1, 1))
-            monitor.close()
-            assert client.get_events("adadamp") == ()
-    finally:
-        stop(proc)
-
-
-# --- the page in a browser -----------------------------------------------------
-
-# The state of the page as the browser has it: rendered figures and rows.
-PAGE_STATE = """
-try {
-    const doc = Bokeh.documents[0];
-    const figures = [...Bokeh.index.query(v => v.model.type == "Figure")]
-        .filter(v => v.has_finished() && v.bbox.width > 0);
-    return {figures: figures.map(v => v.model.title.text),
-            rows: doc.get_model_by_name("adadamp-updates").get_length(),
-            epochs: doc.get_model_by_name("adadamp-epochs").get_length(),
-            info: doc.get_model_by_name("adadamp-info").text,
-            workers: doc.get_model_by_name("adadamp-workers").text,
-            x: [...Bokeh.index.query(v => v.model.type == "GlyphRenderer")]
-                .filter(v => v.model.data_source.name == "adadamp-updates")
-                .map(v => v.model.glyph.x.field)};
-} catch (e) {
-    return null;
-}
-"""
-
-
-def skip_or_fail(reason):
-    # .ci/run installs Chromium and sets ADADAMP_REQUIRE_BROWSER: there a
-    # missing browser is a CI failure, not a silent skip.
-    if os.environ.get("ADADAMP_REQUIRE_BROWSER"):
-        pytest.fail(f"{reason}, but ADADAMP_REQUIRE_BROWSER is set")
-    pytest.skip(reason)
-
-
-def browser():
-    """Headless Debian chromium, or skip (fail under ADADAMP_REQUIRE_BROWSER)."""
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.options import Options
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        skip_or_fail("selenium is not installed")
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    chromedriver = shutil.which("chromedriver")
-    if not (chromium and chromedriver):
-        skip_or_fail("chromium and chromedriver are not installed "
-                     "(apt-get install chromium chromium-driver)")
-    profile = tempfile.mkdtemp(prefix="adadamp-chromium-")
-    options = Options()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu",
-                "--disable-background-networking", "--disable-component-update",
-                "--no-first-run", "--window-size=1400,1000",
-                f"--user-data-dir={profile}"):
-        options.add_argument(arg)
-    options.binary_location = chromium
-    # An explicit driver: Selenium Manager must never try a download.
-    driver = webdriver.Chrome(options=options, service=Service(chromedriver))
-    driver.set_page_load_timeout(TIMEOUT)
-    driver.set_script_timeout(TIMEOUT)
-    return driver, profile
-
-
-def page_state(driver):
-    return driver.execute_script(PAGE_STATE)
-
-
-class OpenPage(Callback):
-    """Opens the page after epoch 2 of the fit and checks, after epoch 4,
-    that rows arrived without a reload."""
-
-    def __init__(self, driver, url):
-        self.driver = driver
-        self.url = url
-
-    def wait(self, condition):
-        from selenium.webdriver.support.ui import WebDriverWait
-        return WebDriverWait(self.driver, TIMEOUT, poll_frequency=0.1).until(
-            lambda d: (state := page_state(d)) and condition(state) and state)
-
-    def on_epoch_end(self, net, **kwargs):
-        if len(net.history) == 2:
-            self.driver.get(self.url)
-            self.first = self.wait(lambda s: len(s["figures"]) == 8 and s["rows"] > 0)
-        elif len(net.history) == 4:
-            # The page streams new rows in while the fit runs.
-            self.later = self.wait(lambda s: s["epochs"] >= 3
-                                   and s["rows"] > self.first["rows"])
-
-
-def test_page_renders_live_in_a_browser(separate_cluster, separate_client,
-                                        digits_data):
-    driver, profile = browser()
-    _, dashboard_url = separate_cluster
-    X, _, y, _ = digits_data
-    opener = OpenPage(driver, dashboard_url + "/adadamp")
-    try:
-        est = make_classifier(client=separate_client, batch_size=AdaDamp,
-                              batch_size__initial=32, max_epochs=6,
-                              train_split=ValidSplit(5),
-                              callbacks=[("open_page", opener)]).fit(X, y)
-        assert driver.title == "dask-adadamp"
-        assert opener.first["figures"] == [
-            "Batch size", "Learning rate", "Workers in use", "Training loss",
-            "Examples per second", "Loss ratio", "Update time (ms)", "Loss per epoch"]
-        assert opener.first["info"].startswith("<b>DaskClassifier(MLP) ")
-        assert "running" in opener.first["info"]
-        # Each worker's calls, compute and communication, under the plots.
-        workers = {a for epoch in est.history for b in epoch["batches"]
-                   for a in b.get("workers_ms", ())}
-        assert workers and all(a in opener.first["workers"] for a in workers)
-
-        n_updates = est.history[-1, "model_updates"]
-        done = opener.wait(lambda s: "finished" in s["info"])
-        assert (done["rows"], done["epochs"]) == (n_updates, 6)
-        assert f"{n_updates} model updates, 6 epochs" in done["info"]
-        artifacts = Path(os.environ.get("ADADAMP_ARTIFACTS",
-                                        REPO / "test-artifacts"))
-        artifacts.mkdir(parents=True, exist_ok=True)
-        assert driver.save_screenshot(str(artifacts / "adadamp-dashboard.png"))
-
-        # The x-axis switch: the per-update plots go from updates to epochs.
-        driver.execute_script("Bokeh.documents[0].get_model_by_name("
-                              "'adadamp-x-axis').active = 1")
-        opener.wait(lambda s: s["x"] == ["epochs"] * 8)
-        assert driver.save_screenshot(
-            str(artifacts / "adadamp-dashboard-epochs.png"))
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)

@@ -1,0 +1,130 @@
+"""Shared by the dashboard's tests: synthetic records, HTTP reads, and a
+``dask scheduler`` and ``dask worker`` in their own processes (fixtures).
+
+Test modules import the fixtures by name, e.g.
+``from dashboard_helpers import separate_client, separate_cluster``.
+"""
+import json
+import math
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from distributed import Client
+
+TIMEOUT = 30  # seconds: the most any wait in here may take
+REPO = Path(__file__).resolve().parents[1]
+
+
+def record(i, signal=True):
+    """A synthetic update record with the shape of a real fit's."""
+    rec = {"update": i, "epoch": 1 + (i - 1) // 50, "epochs": i / 50,
+           "batch_size": 32 * 2 ** (i // 60), "lr": 0.1,
+           "n_workers": min(4, 1 + i // 60),
+           "loss": math.exp(-i / 80) + 0.02 * math.sin(i),
+           "examples_per_s": 1000.0 * (1 + i // 60)}
+    if signal:
+        rec.update(signal_name="loss_ratio", signal=0.9 + 0.05 * math.cos(i))
+    return rec
+
+
+def epoch_record(epoch, updates):
+    return {"epoch": epoch, "model_updates": updates,
+            "train_loss": math.exp(-updates / 80), "valid_loss": None,
+            "dur": 0.5}
+
+
+def get_json(url):
+    with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+        return json.load(response)
+
+
+def get_text(url):
+    with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+        return response.read().decode()
+
+
+def get_response(url):
+    """(status, headers, JSON or text) of a GET, errors included."""
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+            return response.status, response.headers, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read().decode()
+
+
+def start_scheduler(tmp, *, python_prefix=None):
+    """A ``dask scheduler`` process; (process, address, dashboard url)."""
+    scheduler_file = Path(tmp) / "scheduler.json"
+    cli = ["-m", "distributed.cli.dask_scheduler"]
+    if python_prefix:  # code to run first, e.g. to hide a package
+        cli = ["-c", python_prefix + "; from distributed.cli.dask_scheduler "
+               "import main; main()"]
+    # The process writes to its own copy of the file descriptor.
+    with open(Path(tmp) / "scheduler.log", "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, *cli, "--host", "127.0.0.1", "--port", "0",
+             "--dashboard-address", "127.0.0.1:0", "--scheduler-file",
+             str(scheduler_file)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        try:
+            info = json.loads(scheduler_file.read_text())
+            break
+        except (OSError, ValueError):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                stop(proc)
+                raise RuntimeError("the scheduler did not start: "
+                                   + (Path(tmp) / "scheduler.log").read_text())
+            time.sleep(0.05)
+    dashboard_url = f"http://127.0.0.1:{info['services']['dashboard']}"
+    return proc, info["address"], dashboard_url
+
+
+def stop(*procs):
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def separate_cluster():
+    """``dask scheduler`` plus one ``dask worker --nthreads 1``, each in its
+    own process, as on a real cluster."""
+    with tempfile.TemporaryDirectory() as tmp:
+        scheduler, address, dashboard_url = start_scheduler(tmp)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", address,
+             "--nthreads", "1", "--no-nanny", "--no-dashboard",
+             "--death-timeout", "30"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp)
+        try:
+            with Client(address, timeout=TIMEOUT) as client:
+                client.wait_for_workers(1, timeout=TIMEOUT)
+            yield address, dashboard_url
+        finally:
+            stop(worker, scheduler)
+
+
+@pytest.fixture
+def separate_client(separate_cluster):
+    address, _ = separate_cluster
+    with Client(address, timeout=TIMEOUT) as client:
+        yield client
+
+
+def fits_of(dashboard_url, fit_id):
+    return get_json(f"{dashboard_url}/adadamp/metrics.json?fit={fit_id}")["fits"]
+
