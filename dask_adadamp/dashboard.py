@@ -47,7 +47,6 @@ from ._plugin import (
     PLUGIN_NAME,
     DashboardPlugin,
 )
-from .exceptions import DashboardOffWarning  # noqa: F401 - imported here before
 
 __all__ = ["AdadampPage", "DashboardPlugin", "FitMonitor", "EPOCH_COLUMNS",
            "FLUSH_INTERVAL", "LOG_INTERVAL", "MAX_FITS", "MAX_ROWS",
