@@ -6,6 +6,7 @@ import ast
 import json
 import os
 import sys
+import types
 
 import pytest
 
@@ -13,6 +14,7 @@ BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
                           "benchmarks")
 sys.path.insert(0, BENCHMARKS)
 
+import common  # noqa: E402
 import run_all  # noqa: E402
 
 
@@ -77,3 +79,17 @@ def test_every_script_has_the_protocol_and_imports_only_common(script):
                  if isinstance(node, ast.ImportFrom) and node.module}
     assert imported & ours <= {"common"}
     assert source.endswith('\nif __name__ == "__main__":\n    main(sys.modules[__name__])\n')
+
+
+def test_a_script_runs_with_its_options_and_prints_its_goals(tmp_path, capsys):
+    module = types.ModuleType("fake")
+    module.TITLE = "9. Fake"
+    module.OPTIONS = {"--n": dict(type=int, default=1)}
+    module.run = lambda quick=False, n=1: {"quick": quick, "n": n}
+    module.markdown = lambda result: f"n = {result['n']}"
+    module.goals = lambda result: [("n is 2", result["n"] == 2, f"n {result['n']} (fake)")]
+    common.main(module, ["--quick", "--n", "2", "--json", str(tmp_path / "r.json")])
+    out = capsys.readouterr().out
+    assert out.startswith("# 9. Fake\n")
+    assert "n = 2\n" in out and "| n is 2 | n 2 (fake) | yes |" in out
+    assert json.loads((tmp_path / "r.json").read_text()) == {"quick": True, "n": 2}
