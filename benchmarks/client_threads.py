@@ -7,18 +7,23 @@ each it prints the time per update and the CPU seconds of every busy thread
 of the client process during the fit (from ``/proc``; Linux only): a thread
 that is not Python's (no name) and busy is a torch or BLAS pool thread.
 
+A tool, not a section of run_all.py (``--quick`` changes nothing: it is
+short); its results are in ``results/client_threads.md``.
+
     python benchmarks/client_threads.py
 """
 import os
+import sys
 import threading
 import time
 
 import dask
 import torch
 
-from common import local_cluster, model_kwargs, random_data, table
+from common import local_cluster, main, model_kwargs, random_data, table
 from dask_adadamp import DaskClassifier
 
+TITLE = "The client's threads during training"
 UPDATES = 100
 
 
@@ -69,5 +74,4 @@ def markdown(result):
 
 
 if __name__ == "__main__":
-    from common import main
-    main(run, markdown)
+    main(sys.modules[__name__])

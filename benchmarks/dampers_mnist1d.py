@@ -16,83 +16,27 @@ validation accuracy - 0.01, and the table gives the epochs and model
 updates each run needed to first reach it on the validation rows. Test
 accuracy is reported, never used to choose.
 
+The runs themselves (``common.MNIST1D_RUNS``, made by
+``common.mnist1d_runs``) are defined in common.py, because section 7
+(simulate_paper.py) simulates them, and makes them when run on its own.
+
 Goal (``goals``): each schedule reaches the target with at least 3x fewer
 model updates than SGD and no more than 1.2x its epochs.
 
     python benchmarks/dampers_mnist1d.py [--quick]
 """
-import copy
+import sys
 
-import torch
-from skorch.callbacks import LRScheduler
+from common import MNIST1D_GEO, MNIST1D_SGD, main, mnist1d_runs, table
 
-from common import LRS, Scores, choose, local_cluster, main, mnist1d_split, table
-from dask_adadamp import DaskClassifier
-from dask_adadamp.dampers import GeoDamp, NoiseScaleDamp
-from dask_adadamp.models import MLP
-
-EPOCHS = 20
-QUICK_EPOCHS, QUICK_LRS = 3, (0.03, 0.1)
-B0 = 32
-COMMON = dict(module=MLP, module__n_features=40, module__hidden=(256, 256),
-              criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.SGD,
-              optimizer__momentum=0.9, grads_per_worker=64, train_split=None,
-              random_state=0, verbose=0)
-SGD = f"SGD, batch {B0}"
-GEO = "GeoDamp, x2 every 3 epochs"
-SCHEDULES = (GEO, "NoiseScaleDamp, 0.2 B_noise")
-# name -> parameters beside COMMON (the learning rate is chosen).
-RUNS = {
-    SGD: dict(batch_size=B0),
-    f"SGD, batch {B0}, lr /2 every 3 epochs": dict(
-        batch_size=B0, callbacks=[("step", LRScheduler(
-            torch.optim.lr_scheduler.StepLR, step_size=3, gamma=0.5))]),
-    GEO: dict(batch_size=GeoDamp(initial=B0, factor=2, delay=3)),
-    f"SGD, batch {B0}, at GeoDamp's lr": dict(batch_size=B0),
-    "NoiseScaleDamp, 0.2 B_noise": dict(
-        batch_size=NoiseScaleDamp(initial=B0, scale=0.2, beta=0.99)),
-    "SGD, batch 1024": dict(batch_size=1024),
-}
-# Runs that take another run's chosen rate instead of choosing their own.
-SAME_LR = {f"SGD, batch {B0}, at GeoDamp's lr": GEO}
-
-
-def fit_one(name, lr, epochs, data, client):
-    """One fit of ``RUNS[name]`` at ``lr``: its per-epoch curve, its
-    per-update batch sizes and its seconds."""
-    X, X_valid, X_test, y, y_valid, y_test = data
-    params = copy.deepcopy(RUNS[name])  # fresh callbacks and schedule
-    scores = Scores(X_valid, y_valid, X_test, y_test)
-    callbacks = [("scores", scores)] + params.pop("callbacks", [])
-    est = DaskClassifier(**COMMON, **params, lr=lr, max_epochs=epochs, client=client,
-                         callbacks=callbacks).fit(X, y)
-    curve = [{"epoch": row["epoch"], "valid_acc": row["valid_acc"],
-              "test_acc": row["test_acc"], "model_updates": row["model_updates"],
-              "n_examples": row["n_examples"], "batch_size": row["batch_size"],
-              "seconds": row["elapsed"]} for row in est.history]
-    print(f"{name}, lr {lr}: valid", [round(r["valid_acc"], 3) for r in curve], flush=True)
-    return {"run": name, "lr": lr, "curve": curve,
-            "update_batch_sizes": [b["batch_size"] for e in est.history
-                                   for b in e["batches"] if "batch_size" in b],
-            "seconds": curve[-1]["seconds"]}
+TITLE = "6. Growing batches on MNIST-1D"
+SCHEDULES = (MNIST1D_GEO, "NoiseScaleDamp, 0.2 B_noise")
 
 
 def run(quick=False):
-    epochs, lrs = (QUICK_EPOCHS, QUICK_LRS) if quick else (EPOCHS, LRS)
-    data = mnist1d_split()
-    chosen = {}
-    with local_cluster(2) as client:
-        for name in RUNS:
-            if name in SAME_LR:
-                lr = chosen[SAME_LR[name]]["lr"]
-                chosen[name] = {**fit_one(name, lr, epochs, data, client),
-                                "tried": {}, "lr_from": SAME_LR[name]}
-                continue
-            best, runs = choose(lambda lr, best: fit_one(name, lr, epochs, data, client),
-                                lrs, score=lambda r: -r["curve"][-1]["valid_acc"])
-            chosen[name] = {**best, "tried": {str(lr): r["curve"][-1]["valid_acc"]
-                                              for lr, r in runs.items()}}
-    target = chosen[SGD]["curve"][-1]["valid_acc"] - 0.01
+    source = mnist1d_runs(quick)
+    chosen = source["runs"]
+    target = chosen[MNIST1D_SGD]["curve"][-1]["valid_acc"] - 0.01
     rows = []
     for name, r in chosen.items():
         curve = r["curve"]
@@ -112,12 +56,11 @@ def run(quick=False):
         if r["epochs_to_target"] and reference["epochs_to_target"]:
             r["fewer_updates"] = reference["updates_to_target"] / r["updates_to_target"]
             r["epochs_ratio"] = r["epochs_to_target"] / reference["epochs_to_target"]
-    return {"epochs": epochs, "lrs": list(lrs), "n_train": len(data[0]),
-            "n_valid": len(data[1]), "n_test": len(data[2]), "target": target,
-            "rows": rows, "runs": {name: {k: r[k] for k in ("lr", "curve",
-                                                              "update_batch_sizes",
-                                                              "seconds")}
-                                   for name, r in chosen.items()}}
+    # What simulate_paper.py reads of each run (READS there).
+    runs = {name: {k: r[k] for k in ("lr", "curve", "update_batch_sizes", "seconds")}
+            for name, r in chosen.items()}
+    return {**{k: source[k] for k in ("epochs", "lrs", "n_train", "n_valid", "n_test")},
+            "target": target, "rows": rows, "runs": runs}
 
 
 def goals(result):
@@ -165,4 +108,4 @@ def markdown(result):
 
 
 if __name__ == "__main__":
-    main(run, markdown)
+    main(sys.modules[__name__])

@@ -24,18 +24,18 @@ Two measurements (issue 13, item 5), each under a minute:
    distributed's own bound) make the largest growth a client can cause
    with messages that pass.
 
-    python benchmarks/dashboard_flood.py
+A tool, not a section of run_all.py (``--quick`` changes nothing: it is
+short); its results are in ``results/dashboard_flood.md``.
 
-``PYTHONPATH=DIR`` measures the ``dask_adadamp`` found in DIR (e.g. an
+    python benchmarks/dashboard_flood.py [--pythonpath DIR]
+
+``--pythonpath DIR`` (or ``PYTHONPATH=DIR``) measures the ``dask_adadamp`` found in DIR (e.g. an
 exported older commit): the scheduler gets the same environment, and the
 output names the files both imported.
 """
 import json
 import math
-import os
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -45,13 +45,12 @@ from distributed import Client
 import dask_adadamp
 from dask_adadamp import dashboard
 
-from common import Peak, rss, stop_processes
+from common import MIB, START_TIMEOUT, Peak, main, process_cluster, rss, table
 
-MIB = 2**20
+TITLE = "Forged messages to the dashboard plugin"
 ROWS_BIG = 10**6
 FITS, MESSAGES, ROWS = 20, 10, 1000
 TEXT = "x" * 1000
-START_TIMEOUT = 60
 
 
 def time_big_message(repeat=3):
@@ -161,67 +160,43 @@ def legit_fit_shows(address, url):
             return False
 
 
-def run():
+def run(quick=False):
     median, runs = time_big_message()
     per_row = {rows: time_per_row(rows) for rows in (70, 2000)}
-    procs = []
-    with tempfile.TemporaryDirectory(prefix="dashboard-flood-") as tmp:
-        scheduler_file = os.path.join(tmp, "scheduler.json")
-        log = open(os.path.join(tmp, "scheduler.log"), "w")
-        try:
-            # cwd: no dask_adadamp there, so the scheduler imports the same
-            # one as this process (PYTHONPATH, else the installed one).
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "distributed.cli.dask_scheduler",
-                 "--host", "127.0.0.1", "--port", "0", "--dashboard-address",
-                 "127.0.0.1:0", "--scheduler-file", scheduler_file],
-                cwd=tmp, stdout=log, stderr=subprocess.STDOUT))
-            deadline = time.monotonic() + START_TIMEOUT
-            while not os.path.exists(scheduler_file):
-                if time.monotonic() > deadline or procs[0].poll() is not None:
-                    raise RuntimeError("the scheduler did not start")
-                time.sleep(0.1)
-            time.sleep(0.2)
-            with open(scheduler_file) as f:
-                info = json.load(f)
-            address = info["address"]
-            url = f"http://127.0.0.1:{info['services']['dashboard']}"
-            pid = procs[0].pid
-            with Client(address, timeout=START_TIMEOUT) as client:
-                scheduler_path = client.run_on_scheduler(
-                    lambda: __import__("dask_adadamp").__file__)
-                dashboard.FitMonitor(client, "warm-up").close()
-                time.sleep(0.5)
-                # The 10^6 rows end to end: sent, decoded, handled (the
-                # log_event call returns once the scheduler has handled it).
-                client.log_event("adadamp", {"fit": "big", "kind": "start",
-                                             "client": client.id})
-                big = {"fit": "big", "kind": "updates", "updates": {
-                    "update": list(range(ROWS_BIG)), "loss": [0.5] * ROWS_BIG}}
-                start = time.perf_counter()
-                client.log_event("adadamp", big)
-                big_round_trip = time.perf_counter() - start
-                del big
-                client.log_event("adadamp", {"fit": "big", "kind": "end"})
-                time.sleep(0.5)
-                before = rss_mib(pid)
-                start = time.perf_counter()
-                with Peak([pid]) as peak:
-                    sent, nbytes = flood(client)
-                    # One round trip after the last message: all handled.
-                    client.run_on_scheduler(lambda: None)
-                flood_s = time.perf_counter() - start
-                time.sleep(0.5)
-                after = rss_mib(pid)
-                status = status_of(url + "/adadamp/metrics.json")
-                shows = legit_fit_shows(address, url)
-                with Peak([pid]) as valid_peak:
-                    valid_sent = valid_flood(address)
-                time.sleep(0.5)
-                valid_after = rss_mib(pid)
-        finally:
-            stop_processes(procs)
-            log.close()
+    # No workers: the scheduler's RSS is what the messages leave in it.
+    with process_cluster(0, dashboard_address="127.0.0.1:0") as cluster:
+        address, url, pid = cluster.address, cluster.dashboard, cluster.scheduler.pid
+        client = cluster.client
+        scheduler_path = client.run_on_scheduler(
+            lambda: __import__("dask_adadamp").__file__)
+        dashboard.FitMonitor(client, "warm-up").close()
+        time.sleep(0.5)
+        # The 10^6 rows end to end: sent, decoded, handled (the log_event
+        # call returns once the scheduler has handled it).
+        client.log_event("adadamp", {"fit": "big", "kind": "start", "client": client.id})
+        big = {"fit": "big", "kind": "updates", "updates": {
+            "update": list(range(ROWS_BIG)), "loss": [0.5] * ROWS_BIG}}
+        start = time.perf_counter()
+        client.log_event("adadamp", big)
+        big_round_trip = time.perf_counter() - start
+        del big
+        client.log_event("adadamp", {"fit": "big", "kind": "end"})
+        time.sleep(0.5)
+        before = rss_mib(pid)
+        start = time.perf_counter()
+        with Peak([pid]) as peak:
+            sent, nbytes = flood(client)
+            # One round trip after the last message: all handled.
+            client.run_on_scheduler(lambda: None)
+        flood_s = time.perf_counter() - start
+        time.sleep(0.5)
+        after = rss_mib(pid)
+        status = status_of(url + "/adadamp/metrics.json")
+        shows = legit_fit_shows(address, url)
+        with Peak([pid]) as valid_peak:
+            valid_sent = valid_flood(address)
+        time.sleep(0.5)
+        valid_after = rss_mib(pid)
     return {"dask_adadamp": dask_adadamp.__file__,
             "scheduler_dask_adadamp": scheduler_path,
             "big_message_s": median, "big_message_runs_s": runs,
@@ -235,19 +210,28 @@ def run():
             "valid_rss_after_mib": valid_after}
 
 
+def markdown(r):
+    return "\n".join([
+        f"dask_adadamp from `{r['dask_adadamp']}` (scheduler: "
+        f"`{r['scheduler_dask_adadamp']}`).", "",
+        table(["measurement", "measured"], [
+            [f"the plugin's `log_event` with one message of 10^6 rows (median of "
+             f"{len(r['big_message_runs_s'])})", f"{1e3 * r['big_message_s']:.1f} ms"],
+            ["`client.log_event` of that message, round trip (sent, decoded, handled)",
+             f"{1e3 * r['big_message_round_trip_s']:.0f} ms"],
+            ["the plugin's time per row, valid messages of 70 / 2000 rows (best of 5)",
+             f"{1e6 * r['valid_s_per_row'][70]:.2f} / "
+             f"{1e6 * r['valid_s_per_row'][2000]:.2f} us"],
+            [f"flood of {r['messages']} messages, ~{r['flood_mb']:.0f} MB, in "
+             f"{r['flood_s']:.1f} s", f"scheduler RSS {r['rss_before_mib']:.0f} -> peak "
+             f"{r['rss_peak_mib']:.0f} -> after {r['rss_after_mib']:.0f} MiB"],
+            ["`/adadamp/metrics.json` after the flood", r["metrics_status"]],
+            ["a legitimate fit from another client afterwards",
+             "shows" if r["legit_fit_shows"] else "does NOT show"],
+            [f"then {r['valid_messages']} valid messages of 2000 rows",
+             f"RSS peak {r['valid_rss_peak_mib']:.0f}, after "
+             f"{r['valid_rss_after_mib']:.0f} MiB"]])])
+
+
 if __name__ == "__main__":
-    r = run()
-    print(json.dumps(r, indent=1))
-    print(f"\none message of 10^6 rows: {1e3 * r['big_message_s']:.1f} ms "
-          f"in the plugin (median of {len(r['big_message_runs_s'])}), "
-          f"{1e3 * r['big_message_round_trip_s']:.0f} ms for client.log_event "
-          f"(sent, decoded, handled); valid messages of 70 / 2000 rows: "
-          f"{1e6 * r['valid_s_per_row'][70]:.2f} / "
-          f"{1e6 * r['valid_s_per_row'][2000]:.2f} us per row; flood of "
-          f"{r['messages']} messages, ~{r['flood_mb']:.0f} MB, in "
-          f"{r['flood_s']:.1f} s: scheduler RSS {r['rss_before_mib']:.0f} -> "
-          f"peak {r['rss_peak_mib']:.0f} -> after {r['rss_after_mib']:.0f} MiB; "
-          f"metrics.json answered {r['metrics_status']}; a legitimate fit "
-          f"afterwards {'shows' if r['legit_fit_shows'] else 'does NOT show'}; "
-          f"then {r['valid_messages']} valid messages of 2000 rows: RSS peak "
-          f"{r['valid_rss_peak_mib']:.0f}, after {r['valid_rss_after_mib']:.0f} MiB")
+    main(sys.modules[__name__])

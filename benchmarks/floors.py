@@ -12,7 +12,10 @@ Three measurements behind docs/performance.md:
 3. *together*: the same chunk in two processes at once against one alone
    (two single-threaded workers on this machine's two cores).
 
-    python benchmarks/floors.py
+A tool, not a section of run_all.py; its results are in
+``results/floors.md``.
+
+    python benchmarks/floors.py [--quick]
 """
 import asyncio
 import os
@@ -26,6 +29,7 @@ from distributed.protocol.serialize import to_serialize
 
 from common import local_cluster, main, median_ms, table
 
+TITLE = "What this machine allows an update"
 N_PARAMS = 269_322
 CHUNK = """
 import sys, time, numpy as np, torch
@@ -111,4 +115,4 @@ def markdown(r):
 
 
 if __name__ == "__main__":
-    main(run, markdown)
+    main(sys.modules[__name__])

@@ -6,6 +6,7 @@ placed once, so after the first epochs nothing should grow.
     python benchmarks/memory.py [--quick]
 """
 import os
+import sys
 
 import numpy as np
 import psutil
@@ -14,9 +15,9 @@ from skorch.callbacks import Callback
 
 from dask_adadamp import DaskClassifier
 
-from common import local_cluster, main, model_kwargs, random_data, table
+from common import MIB, local_cluster, main, model_kwargs, random_data, table
 
-MIB = 2**20
+TITLE = "4. Memory"
 
 
 def rss():
@@ -84,4 +85,4 @@ def markdown(r):
 
 
 if __name__ == "__main__":
-    main(run, markdown)
+    main(sys.modules[__name__])

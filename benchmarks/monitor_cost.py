@@ -12,6 +12,7 @@ Goal (``goals``): the monitored fit's median cost is within 5% of an update.
 
     python benchmarks/monitor_cost.py [--quick]
 """
+import sys
 from unittest import mock
 
 import numpy as np
@@ -22,6 +23,7 @@ from dask_adadamp import DaskClassifier, _monitor
 from dask_adadamp.datasets import digits
 from dask_adadamp.models import MLP
 
+TITLE = "8. What the dashboard's monitoring costs a fit"
 PAIRS, QUICK_PAIRS = 5, 2
 
 
@@ -77,4 +79,4 @@ def markdown(result):
 
 
 if __name__ == "__main__":
-    main(run, markdown)
+    main(sys.modules[__name__])

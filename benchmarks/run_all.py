@@ -14,8 +14,10 @@ measured at. ``--only`` reruns the named sections and keeps the others from
 the existing results.json; it refuses when a kept section was measured at
 another commit than the current one, unless ``--allow-mixed`` is given.
 
-The goals compare measured numbers with targets; each benchmark declares
-its own (its ``goals``), and each says the section its numbers come from.
+Every section is a module of this folder with the protocol of common.py
+(``TITLE``, ``run``, ``markdown``, ``goals``). The goals compare measured
+numbers with targets; each benchmark declares its own (its ``goals``), and
+each says the section its numbers come from.
 Most are ratios of two quantities measured side by side in one section
 (e.g. update / plain loop); the update overhead (ms) and the memory growth
 (MiB) are absolute amounts measured on this machine. A section not
@@ -23,7 +25,7 @@ measured (or measured by an older version of its benchmark) says "not
 measured".
 
 Section 7 simulates the runs of section 6 when they were measured at the
-same commit, and otherwise runs them itself.
+same commit, and otherwise runs them itself (its ``READS``).
 """
 import argparse
 import json
@@ -42,33 +44,12 @@ import strongly_convex  # noqa: E402
 import time_to_accuracy  # noqa: E402
 import update_cost  # noqa: E402
 import weak_scaling  # noqa: E402
-from common import machine, table  # noqa: E402
+from common import goals_table, machine  # noqa: E402
 
-BENCHMARKS = {
-    "update_cost": update_cost,
-    "weak_scaling": weak_scaling,
-    "time_to_accuracy": time_to_accuracy,
-    "memory": memory,
-    "scheduler_memory": scheduler_memory,
-    "strongly_convex": strongly_convex,
-    "dampers_mnist1d": dampers_mnist1d,
-    "simulate_paper": simulate_paper,
-    "monitor_cost": monitor_cost,
-}
-TITLES = {
-    "update_cost": "1. Update cost",
-    "weak_scaling": "2. Weak scaling of the overhead",
-    "time_to_accuracy": "3. Time to accuracy",
-    "memory": "4. Memory",
-    "scheduler_memory": "4b. Scheduler memory with 1 GB of numpy data",
-    "strongly_convex": "5. AdaDamp on a strongly convex problem",
-    "dampers_mnist1d": "6. Growing batches on MNIST-1D",
-    "simulate_paper": "7. The paper's table, simulated from section 6's runs",
-    "monitor_cost": "8. What the dashboard's monitoring costs a fit",
-}
-# Sections that read another's result of the same commit instead of
-# measuring it again: name -> (keyword of its run, the section it reads).
-READS = {"simulate_paper": ("mnist1d", "dampers_mnist1d")}
+# The sections, in their order in results.md.
+BENCHMARKS = {module.__name__: module for module in (
+    update_cost, weak_scaling, time_to_accuracy, memory, scheduler_memory,
+    strongly_convex, dampers_mnist1d, simulate_paper, monitor_cost)}
 
 
 def goals(results):
@@ -79,18 +60,14 @@ def goals(results):
     out = []
     for name, module in BENCHMARKS.items():
         if name not in results:
-            out.append((f"the goals of {TITLES[name]}", None, "not measured"))
+            out.append((f"the goals of {module.TITLE}", None, "not measured"))
             continue
         try:
             out += module.goals(results[name])
         except (KeyError, IndexError, TypeError, ValueError, ZeroDivisionError):
-            out.append((f"the goals of {TITLES[name]}", None,
+            out.append((f"the goals of {module.TITLE}", None,
                         "not measured by this version of the benchmark"))
     return out
-
-
-def _met(met):
-    return "-" if met is None else "yes" if met else "no"
 
 
 def render(results):
@@ -108,11 +85,9 @@ def render(results):
              + ("; MIXED: some sections were measured at other commits "
                 f"({', '.join(sorted(mixed))}), each says its own" if mixed else ""), "",
              "## Goals", "",
-             table(["goal", "measured (where from)", "met"],
-                   [[g["goal"], g["measured"], _met(g["met"])]
-                    for g in results["goals"]])]
+             goals_table([(g["goal"], g["met"], g["measured"]) for g in results["goals"]])]
     for name, module in BENCHMARKS.items():
-        lines += ["", f"## {TITLES[name]}", ""]
+        lines += ["", f"## {module.TITLE}", ""]
         if name not in results:
             lines += ["Not measured."]
             continue
@@ -165,15 +140,15 @@ def main(argv=None):
     results["machine"] = here
     for name in args.only or BENCHMARKS:
         start = time.perf_counter()
-        print(f"== {TITLES[name]}", flush=True)
+        module = BENCHMARKS[name]
+        print(f"== {module.TITLE}", flush=True)
         # Other work on the machine slows what a section times: say how busy it was.
         load = os.getloadavg()[0]
-        kwargs = {}
-        if name in READS:
-            keyword, source = READS[name]
-            if results.get(source, {}).get("commit") == here["commit"]:
-                kwargs[keyword] = results[source]
-        results[name] = BENCHMARKS[name].run(quick=args.quick, **kwargs)
+        # Another section's result of this commit, where this one reads it.
+        kwargs = {keyword: results[source]
+                  for keyword, source in getattr(module, "READS", {}).items()
+                  if results.get(source, {}).get("commit") == here["commit"]}
+        results[name] = module.run(quick=args.quick, **kwargs)
         results[name]["benchmark_seconds"] = time.perf_counter() - start
         results[name].update(commit=here["commit"], quick=args.quick,
                              machine=here["machine"],

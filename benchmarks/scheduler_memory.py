@@ -21,38 +21,22 @@ the scheduler and the workers get the same PYTHONPATH. The result records
 which ``dask_adadamp`` the client and the workers imported.
 """
 import os
-import subprocess
 import sys
-import tempfile
 import time
 
 import cloudpickle
 import torch
-from distributed import Client
 
 import dask_adadamp
 from dask_adadamp import DaskClassifier
 
-from common import Peak, main, model_kwargs, random_data, rss, stop_processes, table
+from common import MIB, Peak, main, model_kwargs, process_cluster, random_data, rss, table
 
-MIB = 2**20
+TITLE = "4b. Scheduler memory with 1 GB of numpy data"
 N_FEATURES = 784
 ROW_BYTES = 4 * N_FEATURES + 8  # float32 features, int64 label
-START_TIMEOUT = 60  # seconds for the scheduler and the workers to come up
-STOP_TIMEOUT = 10  # seconds for a process to end before it is killed
 SAMPLE_EVERY = 0.05  # seconds between two samples during the fit
 WARMUP_ROWS = 8192
-
-
-def _wait_for_file(path, proc, log):
-    deadline = time.monotonic() + START_TIMEOUT
-    while not os.path.exists(path):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            with open(log) as f:
-                tail = f.read()[-3000:]
-            raise RuntimeError(f"the scheduler did not start; its log ends:\n{tail}")
-        time.sleep(0.1)
-    time.sleep(0.2)  # the file is written in one go, but give it a moment
 
 
 def _importer_path():
@@ -69,71 +53,45 @@ if __name__ != "__main__":  # __main__ is sent by value anyway
 def run(quick=False):
     n_rows = (200_000_000 if quick else 1_000_000_000) // ROW_BYTES
     epochs = 1
-    procs = []
-    with tempfile.TemporaryDirectory(prefix="scheduler-memory-") as tmp:
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        scheduler_file = os.path.join(tmp, "scheduler.json")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    with process_cluster(2, env=env) as cluster:
+        client = cluster.client
+        worker_paths = sorted(set(client.run(_importer_path).values()))
+        scheduler_path = client.run_on_scheduler(_importer_path)
+        me = os.getpid()
+        pids = {"scheduler": cluster.scheduler.pid, "client": me,
+                **{f"worker {i}": w.pid for i, w in enumerate(cluster.workers)}}
 
-        def start(args, name):
-            log = os.path.join(tmp, f"{name}.log")
-            with open(log, "w") as f:
-                # cwd: a directory without a dask_adadamp in it, so that
-                # ``python -m`` (cwd first on sys.path) finds the same one
-                # as this process (PYTHONPATH, else the installed one).
-                procs.append(subprocess.Popen([sys.executable, "-m", *args], cwd=tmp,
-                                              env=env, stdout=f, stderr=subprocess.STDOUT))
-            return procs[-1], log
+        def sample():
+            return {name: rss(pid) / MIB for name, pid in pids.items()}
 
-        try:
-            scheduler, log = start(["distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-                                    "--port", "0", "--dashboard-address", ":0",
-                                    "--scheduler-file", scheduler_file], "scheduler")
-            _wait_for_file(scheduler_file, scheduler, log)
-            workers = [start(["distributed.cli.dask_worker", "--scheduler-file",
-                              scheduler_file, "--host", "127.0.0.1", "--nthreads", "1",
-                              "--no-nanny", "--no-dashboard", "--memory-limit", "0",
-                              "--name", f"worker-{i}"], f"worker-{i}")[0]
-                       for i in range(2)]
-            with Client(scheduler_file=scheduler_file, timeout=START_TIMEOUT) as client:
-                client.wait_for_workers(2, timeout=START_TIMEOUT)
-                worker_paths = sorted(set(client.run(_importer_path).values()))
-                scheduler_path = client.run_on_scheduler(_importer_path)
-                me = os.getpid()
-                pids = {"scheduler": scheduler.pid, "client": me,
-                        **{f"worker {i}": w.pid for i, w in enumerate(workers)}}
+        def estimator():
+            return DaskClassifier(**model_kwargs("mlp-270k"),
+                                  criterion=torch.nn.CrossEntropyLoss, lr=0.01,
+                                  batch_size=4096, grads_per_worker=2048,
+                                  max_epochs=epochs, train_split=None,
+                                  random_state=0, verbose=0, client=client)
 
-                def sample():
-                    return {name: rss(pid) / MIB for name, pid in pids.items()}
-
-                def estimator():
-                    return DaskClassifier(**model_kwargs("mlp-270k"),
-                                          criterion=torch.nn.CrossEntropyLoss, lr=0.01,
-                                          batch_size=4096, grads_per_worker=2048,
-                                          max_epochs=epochs, train_split=None,
-                                          random_state=0, verbose=0, client=client)
-
-                at_start = sample()
-                # A warm-up fit on 8192 rows (5 MiB), so that "before" is
-                # measured with torch, dask_adadamp and its scheduler plugin
-                # loaded where the fit loads them: the growth that follows
-                # is the data's (and the fit's bookkeeping).
-                estimator().fit(*random_data(WARMUP_ROWS, N_FEATURES, seed=1))
-                time.sleep(1.0)
-                before = sample()
-                X, y = random_data(n_rows, N_FEATURES)
-                data_mib = (X.nbytes + y.nbytes) / MIB
-                after_data = sample()
-                est = estimator()
-                start_fit = time.perf_counter()
-                with Peak(list(pids.values()), SAMPLE_EVERY) as peak:
-                    est.fit(X, y)
-                fit_seconds = time.perf_counter() - start_fit
-                during = {name: peak.peak[pid] / MIB for name, pid in pids.items()}
-                time.sleep(1.0)  # let the scheduler forget the fit's tasks
-                after_fit = sample()
-                updates = est.history[-1, "model_updates"]
-        finally:
-            stop_processes(procs, STOP_TIMEOUT)
+        at_start = sample()
+        # A warm-up fit on 8192 rows (5 MiB), so that "before" is measured
+        # with torch, dask_adadamp and its scheduler plugin loaded where the
+        # fit loads them: the growth that follows is the data's (and the
+        # fit's bookkeeping).
+        estimator().fit(*random_data(WARMUP_ROWS, N_FEATURES, seed=1))
+        time.sleep(1.0)
+        before = sample()
+        X, y = random_data(n_rows, N_FEATURES)
+        data_mib = (X.nbytes + y.nbytes) / MIB
+        after_data = sample()
+        est = estimator()
+        start_fit = time.perf_counter()
+        with Peak(list(pids.values()), SAMPLE_EVERY) as peak:
+            est.fit(X, y)
+        fit_seconds = time.perf_counter() - start_fit
+        during = {name: peak.peak[pid] / MIB for name, pid in pids.items()}
+        time.sleep(1.0)  # let the scheduler forget the fit's tasks
+        after_fit = sample()
+        updates = est.history[-1, "model_updates"]
 
     def growth(name, since):
         return during[name] - since[name]
@@ -190,23 +148,5 @@ def markdown(r):
     ])
 
 
-def _pythonpath_from_argv():
-    """``--pythonpath DIR``: run this script again with ``PYTHONPATH=DIR``
-    (before anything imports dask_adadamp, so the whole run uses DIR's)."""
-    argv = sys.argv[1:]
-    for i, arg in enumerate(argv):
-        if arg == "--pythonpath" or arg.startswith("--pythonpath="):
-            value = arg.split("=", 1)[1] if "=" in arg else argv[i + 1]
-            rest = argv[:i] + argv[i + (1 if "=" in arg else 2):]
-            return os.path.abspath(value), rest
-    return None, argv
-
-
 if __name__ == "__main__":
-    path, rest = _pythonpath_from_argv()
-    if path is not None:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [path] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
-        os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *rest], env)
-    sys.argv[1:] = rest
-    main(run, markdown)
+    main(sys.modules[__name__])

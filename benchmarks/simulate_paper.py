@@ -4,10 +4,13 @@ Holt & Sievert ("Training machine learning models faster with Dask",
 SciPy 2021) simulated Wide-ResNet 16-4 on CIFAR-10 on a cluster: from
 constant-batch SGD to a growing batch, about 200 -> 70 minutes with a
 centralized reduction and 120 -> 45 with an all-reduce. Here the fits are
-real and small: the runs of ``dampers_mnist1d.py`` (MNIST-1D, each at its
-learning rate chosen on the validation split), whose recorded batch sizes
-are simulated with ``dask_adadamp.simulate`` on a described cluster of up to
-32 workers, with ``grad_time`` measured here on one thread (one worker).
+real and small: the runs of section 6 (``dampers_mnist1d.py``: MNIST-1D,
+each at its learning rate chosen on the validation split), whose recorded
+batch sizes are simulated with ``dask_adadamp.simulate`` on a described
+cluster of up to 32 workers, with ``grad_time`` measured here on one thread
+(one worker). run_all.py hands it section 6's result when that was measured
+at the same commit (``READS``); otherwise, and run on its own, it makes
+those runs itself (``common.mnist1d_runs``).
 
 The claim is about resources as much as time, so every row gives minutes
 and worker-minutes (the workers the cluster held, integrated over the fit).
@@ -29,21 +32,25 @@ than SGD at batch 32 at its best worker count, without more worker-minutes.
 import dataclasses
 import math
 import os
+import sys
 import time
 
 import numpy as np
 import torch
 
-import dampers_mnist1d
-from common import main, mnist1d_split, table
+from common import (MNIST1D_FIT, MNIST1D_GEO, MNIST1D_RUNS, MNIST1D_SGD, main,
+                    mnist1d_runs, mnist1d_split, table, torch_threads)
 from dask_adadamp.models import MLP
 from dask_adadamp.simulate import Cluster, simulate
 
-# The model and optimizer of benchmarks/dampers_mnist1d.py.
-HIDDEN = dampers_mnist1d.COMMON["module__hidden"]
-GRADS_PER_WORKER = dampers_mnist1d.COMMON["grads_per_worker"]
-SMALL = dampers_mnist1d.SGD
-GROWING = dampers_mnist1d.GEO
+TITLE = "7. The paper's table, simulated from section 6's runs"
+# run_all.py passes section 6's result of the same commit as ``mnist1d``.
+READS = {"mnist1d": "dampers_mnist1d"}
+# The model and optimizer of section 6's runs.
+HIDDEN = MNIST1D_FIT["module__hidden"]
+GRADS_PER_WORKER = MNIST1D_FIT["grads_per_worker"]
+SMALL = MNIST1D_SGD
+GROWING = MNIST1D_GEO
 # The simulated cluster, besides the measured grad_time: 10 Gbit/s
 # Ethernet, 100 us latency, and the library's default overhead per update.
 NETWORK = dict(grads_per_worker=GRADS_PER_WORKER, max_workers=32, latency=1e-4,
@@ -59,26 +66,22 @@ def grad_time(X, y, repeats=50):
     criterion = torch.nn.CrossEntropyLoss()
     Xb = torch.from_numpy(X[:GRADS_PER_WORKER])
     yb = torch.from_numpy(y[:GRADS_PER_WORKER])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        seconds = []
+    seconds = []
+    with torch_threads(1):
         for _ in range(repeats + 5):  # the first 5 warm up
             start = time.perf_counter()
             model.zero_grad()
             criterion(model(Xb), yb).backward()
             seconds.append(time.perf_counter() - start)
-    finally:
-        torch.set_num_threads(threads)
     return float(np.median(seconds[5:])) / GRADS_PER_WORKER
 
 
 def run(quick=False, mnist1d=None):
-    """Simulate the runs of ``mnist1d``, a result of
-    ``dampers_mnist1d.run`` (run here when None)."""
+    """Simulate the runs of ``mnist1d``, a result of section 6 (its
+    ``runs``, ``n_train`` and ``epochs``); made here when None."""
     # Other work on a shared machine slows the fits' clock, not the simulation.
     load = os.getloadavg()[0]
-    source = mnist1d or dampers_mnist1d.run(quick)
+    source = mnist1d or mnist1d_runs(quick)
     X, _, _, y, _, _ = mnist1d_split()
     runs, n_train = source["runs"], source["n_train"]
     sizes = {name: r["update_batch_sizes"] for name, r in runs.items()}
@@ -92,7 +95,7 @@ def run(quick=False, mnist1d=None):
                "epoch_batch_sizes": [c["batch_size"] for c in runs[name]["curve"]],
                "seconds_measured": runs[name]["seconds"]}
         for reduction in ("centralized", "allreduce"):
-            constant = dampers_mnist1d.RUNS[name]["batch_size"]
+            constant = MNIST1D_RUNS[name]["batch_size"]
             sim = _fastest(batches, n_params, n_train,
                            dataclasses.replace(cluster, reduction=reduction),
                            constant if isinstance(constant, int) else None)
@@ -192,4 +195,4 @@ def markdown(result):
 
 
 if __name__ == "__main__":
-    main(run, markdown)
+    main(sys.modules[__name__])

@@ -26,19 +26,20 @@ examples it counts.
 
 ``--quick`` runs the small problem that tests/test_benchmarks.py checks.
 """
-import argparse
 import math
+import sys
 from contextlib import nullcontext
 
 import numpy as np
 import torch
 from skorch.callbacks import Callback
 
-from common import local_cluster, table
+from common import local_cluster, main, table
 from dask_adadamp import DaskRegressor
 from dask_adadamp.dampers import (AdaDamp, Constant, GeoDamp, GradientDescent,
                                   NoiseScaleDamp, PadaDamp)
 
+TITLE = "5. AdaDamp on a strongly convex problem"
 # The problem: n examples, d features scaled from 1 down to smin (condition
 # number about 1 / smin^2), noise sigma on the targets so that stochastic
 # gradients stay noisy at the optimum.
@@ -64,6 +65,8 @@ SCHEDULES = {
     "GeoDamp": lambda f_star: GeoDamp(initial=B0, factor=2, delay=1),
     "NoiseScaleDamp": lambda f_star: NoiseScaleDamp(initial=B0, scale=1.0, beta=0.9),
 }
+
+
 def least_squares(n, d, sigma, smin, wscale, seed):
     """Features ``X`` (float32), targets ``y`` of shape (n, 1) and ``F*``."""
     rng = np.random.default_rng(seed)
@@ -220,6 +223,4 @@ def markdown(result):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="the small problem")
-    print(markdown(run(parser.parse_args().quick)))
+    main(sys.modules[__name__])

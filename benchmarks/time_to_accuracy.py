@@ -28,26 +28,24 @@ To add a schedule, add one entry to ``CONFIGS``.
     python benchmarks/time_to_accuracy.py [--quick]
 """
 import copy
-import math
+import sys
 
 import torch
 from skorch import NeuralNetClassifier
 
-from common import LRS, Scores, choose, local_cluster, main, mnist1d_split, table
+from common import (B0, LRS, MNIST1D_NET, Scores, choose, local_cluster, main,
+                    mnist1d_split, table)
 from dask_adadamp import DaskClassifier
 from dask_adadamp.dampers import (AdaDamp, GeoDamp, GeoDampLR, NoiseScaleDamp, PadaDamp,
                                   RadaDamp)
-from dask_adadamp.models import MLP
 
+TITLE = "3. Time to accuracy"
 TARGET = 0.65
 MAX_EPOCHS = 60
 # --quick, to check the script in about a minute: the first 1000 training
 # rows, at most 2 epochs, two rates, a lower target.
 QUICK_ROWS, QUICK_EPOCHS, QUICK_TARGET, QUICK_LRS = 1000, 2, 0.25, (0.1, 0.03)
-B0 = 32  # first batch size of every schedule, as in dampers_mnist1d.py
-COMMON = dict(module=MLP, module__n_features=40, module__hidden=(256, 256),
-              criterion=torch.nn.CrossEntropyLoss, optimizer=torch.optim.SGD,
-              optimizer__momentum=0.9, train_split=None, verbose=0)
+COMMON = dict(MNIST1D_NET, train_split=None, verbose=0)
 
 # name -> (estimator class, extra parameters). One line per configuration;
 # the learning rate is chosen. The schedules' own parameters are hand-set:
@@ -172,4 +170,4 @@ def markdown(result):
 
 
 if __name__ == "__main__":
-    main(run, markdown)
+    main(sys.modules[__name__])

@@ -30,9 +30,9 @@ plain loop, DDP and the tasks path.
 
     python benchmarks/update_cost.py [--quick] [--workers N]
 """
-import argparse
 import os
 import socket
+import sys
 import tempfile
 import time
 import warnings
@@ -48,21 +48,14 @@ from dask_adadamp import _worker as worker
 from dask_adadamp._tree import tree_sum
 from dask_adadamp.models import MLP
 
-from common import (MODELS, N_CLASSES, UpdateClock, local_cluster, median_ms, model_kwargs,
-                    n_params, random_data, table)
+from common import (MODELS, N_CLASSES, UpdateClock, local_cluster, main, median_ms,
+                    model_kwargs, n_params, random_data, table, torch_threads)
 
+TITLE = "1. Update cost"
+OPTIONS = {"--workers": dict(type=int, default=2, dest="n_workers",
+                             help="workers of the cluster (and DDP processes)")}
 BATCHES = (64, 512, 4096)
 SKIP = 2  # warm-up updates left out of every median
-
-
-def _threads(threads, fn, *args):
-    """``fn(*args)`` with torch on ``threads`` threads, restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        return fn(*args)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _module(model):
@@ -73,7 +66,8 @@ def _module(model):
 
 def plain_torch(model, batch, updates, threads=None):
     if threads:
-        return _threads(threads, plain_torch, model, batch, updates)
+        with torch_threads(threads):
+            return plain_torch(model, batch, updates)
     module = _module(model)
     opt = torch.optim.SGD(module.parameters(), lr=0.01)
     X, y = map(torch.from_numpy, random_data(batch * updates, MODELS[model][0]))
@@ -108,7 +102,8 @@ def floor(model, rows, reps):
             torch.nn.functional.cross_entropy(module(xb), yb).backward()
             times.append(time.perf_counter() - start)
         return np.array(times[SKIP:])
-    return _threads(1, once)
+    with torch_threads(1):
+        return once()
 
 
 def _ddp_rank(rank, world, port, model, batch, updates, out):
@@ -322,8 +317,4 @@ def markdown(result):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args()
-    print(markdown(run(args.quick, args.workers)))
+    main(sys.modules[__name__])

@@ -13,6 +13,7 @@ receives (gradient sums) per update.
 
     python benchmarks/weak_scaling.py [--quick]
 """
+import sys
 import time
 
 import dask
@@ -22,6 +23,7 @@ from common import (N_CLASSES, UpdateClock, local_cluster, main, median_ms, n_pa
                     random_data, table)
 from dask_adadamp import DaskClassifier
 
+TITLE = "2. Weak scaling of the overhead"
 SLEEP_S = 0.05
 GRADS_PER_WORKER = 64
 
@@ -131,4 +133,4 @@ def _mb(n):
 
 
 if __name__ == "__main__":
-    main(run, markdown)
+    main(sys.modules[__name__])
