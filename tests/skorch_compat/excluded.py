@@ -14,6 +14,11 @@ TABLE = ("asserts skorch's exact epoch table, printed by a PrintLog the test bui
          "the plots, the dashboard and users read, and a PrintLog prints every key of "
          "a row but those skorch hides (*_best, *_batch_count)")
 
+DEFAULTS = ("asserts skorch's exact list of default callbacks; the Dask nets add two, "
+            "update_log and dashboard (dask_adadamp.callbacks.UpdateLog and "
+            "DashboardFeed: each update's history record and the dashboard page), "
+            "after skorch's and before the user's")
+
 EXCLUDED = {
     # the class's name
     "test_net.py::TestNeuralNet::test_not_init_raises": NAME,
@@ -56,6 +61,7 @@ EXCLUDED = {
         "checks loss.requires_grad in a callback: the training loss comes back from the "
         "workers as a number, its graph stays there"),
     # what the Dask classes record, hold or refuse differently
+    "test_net.py::TestNeuralNet::test_callback_keeps_order": DEFAULTS,
     **{f"callbacks/test_logging.py::TestPrintLog::{name}": TABLE for name in (
         "test_header", "test_lines", "test_first_row", "test_with_additional_key",
         "test_with_event_key", "test_witout_valid_data")},
