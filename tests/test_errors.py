@@ -17,7 +17,7 @@ from dask_adadamp import _engine as engine
 from dask_adadamp.dampers import AdaDamp, NoiseScaleDamp, RadaDamp
 from dask_adadamp.models import MLP
 
-from conftest import make_classifier, weights
+from helpers import make_classifier, weights
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from skorch.callbacks import (Checkpoint, EarlyStopping, EpochScoring,
                               LRScheduler, ProgressBar)
 from skorch.dataset import ValidSplit
 
-from conftest import make_classifier, weights
+from helpers import make_classifier, weights
 
 from dask_adadamp.dampers import AdaDamp
 
