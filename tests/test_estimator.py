@@ -137,14 +137,6 @@ def test_regressor(client):
     assert est.score(X, y) > 0.99
 
 
-def test_printed_epoch_table(client, small_data, capsys):
-    X, y = small_data
-    make_classifier(verbose=1, max_epochs=1).fit(X, y)
-    header = capsys.readouterr().out.splitlines()[0].split()
-    assert {"batch_size", "lr", "model_updates", "n_examples", "n_workers",
-            "train_loss"} <= set(header)
-
-
 def test_task_stream_shows_placement_and_no_per_update_tasks(client, small_data):
     X, y = small_data
     with get_task_stream(client) as stream:
