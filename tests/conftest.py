@@ -1,36 +1,74 @@
-"""Shared fixtures: real multi-process Dask clusters and small seeded data."""
-import time
+"""Shared fixtures: Dask clusters and small seeded data.
 
+Plain helpers (``make_classifier``, ``weights``, ``adadamp_keys``,
+``DiesOnCue``) live in helpers.py; test modules import them from there.
+
+Clusters:
+
+- ``cluster`` / ``client``: the session's two-worker process-based cluster,
+  for tests that train on "a real cluster" without disturbing it;
+- ``shared_cluster(n)``: process-based clusters of ``n`` workers, started
+  once per session and shared by the tests that need a size other than two
+  (never disturbed either: nothing there kills, retires or scales them);
+- ``new_cluster(n, processes=...)``: a fresh cluster of the test's own,
+  closed after it, for tests that disturb the cluster (kill a worker
+  process, scale it, close its client). ``processes=True`` only where the
+  test needs worker processes: a worker to kill, or code to pickle to
+  another interpreter.
+"""
+import subprocess
+import sys
+import tempfile
+
+import cloudpickle
+import dask
 import numpy as np
 import pytest
-import torch
 from distributed import Client, LocalCluster
 
-from dask_adadamp import DaskClassifier
+import helpers
+from dashboard_helpers import TIMEOUT, start_scheduler, stop
 from dask_adadamp.datasets import digits
-from dask_adadamp.models import MLP
+from helpers import adadamp_keys, make_classifier
 
 
 def pytest_collection_modifyitems(config, items):
-    # Tests marked slow (minutes) run only when -m selects them: `-m slow`.
+    # Tests marked slow (minutes) run only when -m names them (`-m slow`,
+    # `-m "slow or gpu"`); without -m, or with one that does not, they are
+    # skipped with a reason rather than silently deselected.
     if "slow" in (config.getoption("markexpr") or ""):
         return
     skip = pytest.mark.skip(reason="slow: select with -m slow")
     for item in items:
-        if "slow" in item.keywords:
+        if item.get_closest_marker("slow") is not None:
             item.add_marker(skip)
 
 
-def make_cluster(n_workers):
+def _local_cluster(n_workers, processes=True, **kwargs):
     return LocalCluster(n_workers=n_workers, threads_per_worker=1,
-                        processes=True, dashboard_address=":0",
-                        silence_logs=40)
+                        processes=processes, dashboard_address=":0",
+                        silence_logs=40, **kwargs)
 
 
 @pytest.fixture(scope="session")
-def cluster():
-    with make_cluster(2) as cluster:
-        yield cluster
+def shared_cluster():
+    """``shared_cluster(n)``: the session's process-based cluster of ``n``
+    workers, started on first use. Tests must leave it as they found it."""
+    clusters = {}
+
+    def get(n_workers):
+        if n_workers not in clusters:
+            clusters[n_workers] = _local_cluster(n_workers)
+        return clusters[n_workers]
+
+    yield get
+    for cluster in clusters.values():
+        cluster.close()
+
+
+@pytest.fixture(scope="session")
+def cluster(shared_cluster):
+    return shared_cluster(2)
 
 
 @pytest.fixture
@@ -41,35 +79,49 @@ def client(cluster):
         assert adadamp_keys(client) == []
 
 
-def adadamp_keys(client, timeout=10):
-    """Keys of dask-adadamp left on the scheduler once released keys are
-    forgotten (the client tells the scheduler asynchronously)."""
-    def keys(dask_scheduler):
-        return [k for k in dask_scheduler.tasks if "adadamp" in str(k)]
+@pytest.fixture
+def new_cluster():
+    """``new_cluster(n, processes=False, **kwargs)``: a cluster of the
+    test's own, closed when the test ends."""
+    made = []
 
-    deadline = time.monotonic() + timeout
-    while (left := client.run_on_scheduler(keys)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return left
+    def make(n_workers, processes=False, **kwargs):
+        made.append(_local_cluster(n_workers, processes=processes, **kwargs))
+        return made[-1]
+
+    yield make
+    for cluster in made:
+        cluster.close()
+
+
+@pytest.fixture
+def fit_on(shared_cluster):
+    """``fit_on(n, X, y, tree_workers="auto", **params)``: a classifier fit
+    on the shared cluster of ``n`` worker processes, checked to leave no
+    key behind."""
+    def fit(n_workers, X, y, tree_workers="auto", **kwargs):
+        with Client(shared_cluster(n_workers)) as client, \
+                dask.config.set({"adadamp.tree-workers": tree_workers}):
+            est = make_classifier(client=client, **kwargs).fit(X, y)
+            assert adadamp_keys(client) == []
+        return est
+
+    return fit
+
+
+@pytest.fixture
+def by_value():
+    """Worker processes unpickle the classes of helpers.py (DiesOnCue) by
+    value."""
+    module = sys.modules[helpers.__name__]
+    cloudpickle.register_pickle_by_value(module)
+    yield
+    cloudpickle.unregister_pickle_by_value(module)
 
 
 @pytest.fixture(scope="session")
 def digits_data():
     return digits(random_state=0)
-
-
-def make_classifier(**kwargs):
-    params = dict(module=MLP, module__n_features=64, module__hidden=32,
-                  criterion=torch.nn.CrossEntropyLoss, lr=0.1,
-                  batch_size=128, grads_per_worker=64, max_epochs=2,
-                  train_split=None, random_state=0, verbose=0)
-    params.update(kwargs)
-    return DaskClassifier(**params)
-
-
-def weights(est):
-    return torch.nn.utils.parameters_to_vector(
-        est.module_.parameters()).detach().clone()
 
 
 @pytest.fixture
@@ -78,3 +130,29 @@ def small_data():
     X = rng.normal(size=(300, 64)).astype("float32")
     y = (X[:, :10].sum(axis=1) > 0).astype("int64")
     return X, y
+
+
+@pytest.fixture(scope="module")
+def separate_cluster():
+    """``dask scheduler`` plus one ``dask worker --nthreads 1``, each in its
+    own process, as on a real cluster."""
+    with tempfile.TemporaryDirectory() as tmp:
+        scheduler, address, dashboard_url = start_scheduler(tmp)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", address,
+             "--nthreads", "1", "--no-nanny", "--no-dashboard",
+             "--death-timeout", "30"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp)
+        try:
+            with Client(address, timeout=TIMEOUT) as client:
+                client.wait_for_workers(1, timeout=TIMEOUT)
+            yield address, dashboard_url
+        finally:
+            stop(worker, scheduler)
+
+
+@pytest.fixture
+def separate_client(separate_cluster):
+    address, _ = separate_cluster
+    with Client(address, timeout=TIMEOUT) as client:
+        yield client

@@ -1,21 +1,15 @@
 """Shared by the dashboard's tests: synthetic records, HTTP reads, and a
-``dask scheduler`` and ``dask worker`` in their own processes (fixtures).
-
-Test modules import the fixtures by name, e.g.
-``from dashboard_helpers import separate_client, separate_cluster``.
-"""
+``dask scheduler`` in its own process (conftest's ``separate_cluster``
+fixture adds a worker)."""
 import json
 import math
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-import pytest
-from distributed import Client
 
 TIMEOUT = 30  # seconds: the most any wait in here may take
 REPO = Path(__file__).resolve().parents[1]
@@ -97,32 +91,6 @@ def stop(*procs):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def separate_cluster():
-    """``dask scheduler`` plus one ``dask worker --nthreads 1``, each in its
-    own process, as on a real cluster."""
-    with tempfile.TemporaryDirectory() as tmp:
-        scheduler, address, dashboard_url = start_scheduler(tmp)
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "distributed.cli.dask_worker", address,
-             "--nthreads", "1", "--no-nanny", "--no-dashboard",
-             "--death-timeout", "30"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp)
-        try:
-            with Client(address, timeout=TIMEOUT) as client:
-                client.wait_for_workers(1, timeout=TIMEOUT)
-            yield address, dashboard_url
-        finally:
-            stop(worker, scheduler)
-
-
-@pytest.fixture
-def separate_client(separate_cluster):
-    address, _ = separate_cluster
-    with Client(address, timeout=TIMEOUT) as client:
-        yield client
 
 
 def fits_of(dashboard_url, fit_id):

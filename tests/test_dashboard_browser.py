@@ -5,12 +5,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import make_classifier
-from dashboard_helpers import (  # noqa: F401 - fixtures
+from helpers import make_classifier
+from dashboard_helpers import (
     REPO,
     TIMEOUT,
-    separate_client,
-    separate_cluster,
 )
 from skorch.callbacks import Callback
 from skorch.dataset import ValidSplit

@@ -5,8 +5,8 @@ import json
 import urllib.error
 
 import pytest
-from conftest import make_classifier
-from dashboard_helpers import (  # noqa: F401 - fixtures
+from helpers import make_classifier
+from dashboard_helpers import (
     TIMEOUT,
     epoch_record,
     fits_of,
@@ -14,8 +14,6 @@ from dashboard_helpers import (  # noqa: F401 - fixtures
     get_response,
     get_text,
     record,
-    separate_client,
-    separate_cluster,
     start_scheduler,
     stop,
 )

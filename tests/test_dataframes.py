@@ -10,7 +10,7 @@ from distributed import Client
 
 from dask_adadamp import DaskRegressor
 
-from conftest import make_classifier, weights
+from helpers import make_classifier, weights
 
 FEATURES = [f"f{i}" for i in range(64)]
 

@@ -17,7 +17,7 @@ from dask_adadamp import _cluster as cluster
 from dask_adadamp.dampers import AdaDamp, NoiseScaleDamp, RadaDamp
 from dask_adadamp.models import MLP
 
-from conftest import make_classifier, weights
+from helpers import make_classifier, weights
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from skorch.callbacks import (Checkpoint, EarlyStopping, EpochScoring,
                               LRScheduler, ProgressBar)
 from skorch.dataset import ValidSplit
 
-from conftest import make_classifier, weights
+from helpers import make_classifier, weights
 
 from dask_adadamp.dampers import AdaDamp
 
@@ -135,14 +135,6 @@ def test_regressor(client):
                         random_state=0, verbose=0).fit(X, y)
     assert est.predict(X).shape == (256, 2)
     assert est.score(X, y) > 0.99
-
-
-def test_printed_epoch_table(client, small_data, capsys):
-    X, y = small_data
-    make_classifier(verbose=1, max_epochs=1).fit(X, y)
-    header = capsys.readouterr().out.splitlines()[0].split()
-    assert {"batch_size", "lr", "model_updates", "n_examples", "n_workers",
-            "train_loss"} <= set(header)
 
 
 def test_task_stream_shows_placement_and_no_per_update_tasks(client, small_data):

@@ -11,10 +11,9 @@ from distributed import Client
 from distributed.protocol.serialize import to_serialize
 from skorch.callbacks import Callback
 
-from conftest import adadamp_keys, make_classifier, make_cluster, weights
 from dask_adadamp._engine import _ensure_extension
 from dask_adadamp.exceptions import NoWorkersError
-from test_training import DiesOnCue, fit_on
+from helpers import DiesOnCue, adadamp_keys, make_classifier, weights
 
 KWARGS = dict(batch_size=256, grads_per_worker=64, max_epochs=2,
               module__n_features=64)
@@ -32,20 +31,10 @@ class AtUpdate(Callback):
             self.action()
 
 
-@pytest.fixture
-def by_value():
-    """Workers unpickle test_training's module class by value."""
-    module = sys.modules[DiesOnCue.__module__]
-    cloudpickle.register_pickle_by_value(module)
-    yield
-    cloudpickle.unregister_pickle_by_value(module)
-
-
 @pytest.mark.parametrize("as_dask", [False, True])
 def test_every_worker_killed_mid_update_gives_the_same_weights(
-        digits_data, tmp_path, by_value, as_dask):
+        digits_data, tmp_path, by_value, fit_on, new_cluster, as_dask):
     X, _, y, _ = digits_data
-    reference = fit_on(2, X, y, **KWARGS)
     cues = tmp_path / "cues"
     cues.mkdir()
 
@@ -55,12 +44,14 @@ def test_every_worker_killed_mid_update_gives_the_same_weights(
 
     if as_dask:  # the blocks come back from their graph
         X, y = da.from_array(X, chunks=400), da.from_array(y, chunks=400)
-    with make_cluster(2) as cluster, Client(cluster) as client:
+    # dask arrays keep their own blocks: the reference is fit on the same
+    # input, on two worker processes that nothing kills.
+    reference = fit_on(2, X, y, **KWARGS)
+    # Worker processes of its own: both are killed.
+    with Client(new_cluster(2, processes=True)) as client:
         before = set(client.nthreads())
         est = make_classifier(client=client, module=DiesOnCue, module__cue=str(cues),
                               callbacks=[("kill", AtUpdate(5, lay_cues))], **KWARGS)
-        if as_dask:  # dask arrays keep their own blocks: compare like with like
-            reference = fit_on(2, X, y, **KWARGS)
         est.fit(X, y)
         after = set(client.nthreads())
         assert adadamp_keys(client) == []
@@ -71,9 +62,15 @@ def test_every_worker_killed_mid_update_gives_the_same_weights(
     assert torch.equal(weights(est), weights(reference))
 
 
-def test_no_workers_left_raises_after_the_timeout(small_data):
+def test_no_workers_left_raises_after_the_timeout(small_data, new_cluster):
     X, y = small_data
-    with make_cluster(2) as cluster, Client(cluster) as client:
+    # In-process workers: the cluster manager scales them away all the same.
+    cluster = new_cluster(2)
+    # The update's call to a worker that is gone fails once the connection
+    # attempt times out (30 s by default): 2 s here, in-process connections
+    # being instant. The client's connection pool takes it when it starts.
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}), \
+            Client(cluster) as client:
         gone = AtUpdate(3, lambda: cluster.scale(0) or client.sync(
             cluster._correct_state))
         est = make_classifier(client=client, callbacks=[("gone", gone)], max_epochs=3)
@@ -172,14 +169,15 @@ def test_a_fit_that_fails_on_the_workers_leaves_nothing(client, small_data, fail
     assert info.value is not None  # the exception outlived the check
 
 
-def test_a_client_closed_mid_fit_says_so(small_data):
+def test_a_client_closed_mid_fit_says_so(small_data, new_cluster):
     X, y = small_data
-    with make_cluster(2) as cluster:
-        client = Client(cluster)
-        est = make_classifier(client=client, max_epochs=3,
-                              callbacks=[("close", AtUpdate(3, client.close))])
-        with pytest.raises(RuntimeError, match="client .* was closed during the fit"):
-            est.fit(X, y)
-        with Client(cluster) as other:  # the cluster is left clean and trains
-            assert adadamp_keys(other) == []
-            make_classifier(client=other, max_epochs=1).fit(X, y)
+    # In-process workers: what is closed is the client, not a process.
+    cluster = new_cluster(2)
+    client = Client(cluster)
+    est = make_classifier(client=client, max_epochs=3,
+                          callbacks=[("close", AtUpdate(3, client.close))])
+    with pytest.raises(RuntimeError, match="client .* was closed during the fit"):
+        est.fit(X, y)
+    with Client(cluster) as other:  # the cluster is left clean and trains
+        assert adadamp_keys(other) == []
+        make_classifier(client=other, max_epochs=1).fit(X, y)

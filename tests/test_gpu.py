@@ -2,10 +2,11 @@
 import pytest
 import torch
 
-from conftest import make_classifier, weights
+from helpers import make_classifier, weights
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
-                                reason="needs a CUDA device")
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(),
+                                 reason="needs a CUDA device")]
 
 
 def test_cuda_workers_match_cpu_workers(client, digits_data):

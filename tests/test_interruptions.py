@@ -6,13 +6,12 @@ cluster, and a cluster that still trains afterwards.
 import _thread
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import pytest
 import torch
-from distributed import Client, LocalCluster
+from distributed import Client
 from skorch.callbacks import Callback
 
-from conftest import adadamp_keys, make_classifier, weights
+from helpers import adadamp_keys, make_classifier, weights
 
 
 class AtUpdate(Callback):
@@ -59,7 +58,7 @@ def test_fits_at_once_on_one_client_match_their_solo_runs(client, small_data, n_
     assert adadamp_keys(client) == [] and torch.get_num_threads() == threads
 
 
-def test_a_tls_cluster_trains_and_serves_the_page(client, small_data):
+def test_a_tls_cluster_trains_and_serves_the_page(client, small_data, new_cluster):
     pytest.importorskip("cryptography")
     import json
     import urllib.request
@@ -69,10 +68,10 @@ def test_a_tls_cluster_trains_and_serves_the_page(client, small_data):
     X, y = small_data
     reference = make_classifier(client=client, max_epochs=2).fit(X, y)  # over tcp
     security = Security.temporary()
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      protocol="tls", security=security, dashboard_address=":0",
-                      silence_logs=40) as cluster, \
-            Client(cluster, security=security) as secure:
+    # In-process workers: every comm still goes over TLS (the addresses say
+    # so), as it would between processes.
+    cluster = new_cluster(2, protocol="tls", security=security)
+    with Client(cluster, security=security) as secure:
         assert cluster.scheduler_address.startswith("tls://")
         assert all(a.startswith("tls://") for a in secure.nthreads())
         est = make_classifier(client=secure, max_epochs=2).fit(X, y)

@@ -1,18 +1,15 @@
 """The cluster follows the batch size: min_workers / max_workers."""
 import math
-import sys
 import time
 
-import cloudpickle
 import numpy as np
 import pytest
 import torch
 from distributed import Client
 from skorch.callbacks import Callback
 
-from conftest import adadamp_keys, make_classifier, make_cluster, weights
 from dask_adadamp.dampers import GeoDamp
-from test_training import DiesOnCue
+from helpers import DiesOnCue, adadamp_keys, make_classifier, weights
 
 
 def data():
@@ -49,17 +46,20 @@ def wait_until(condition, timeout=30):
     return condition()
 
 
-@pytest.fixture
-def reference():
-    """The same fit on a fixed 3-worker cluster."""
+@pytest.fixture(scope="module")
+def reference(shared_cluster):
+    """The same fit on a fixed cluster of 3 worker processes."""
     X, y = data()
-    with make_cluster(3) as cluster, Client(cluster) as client:
+    with Client(shared_cluster(3)) as client:
         return weights(growing(client=client).fit(X, y))
 
 
-def test_cluster_grows_with_the_batch_and_is_given_back(reference):
+def test_cluster_grows_with_the_batch_and_is_given_back(reference, new_cluster):
     X, y = data()
-    with make_cluster(1) as cluster, Client(cluster) as client:
+    # In-process workers: growing and giving back is the cluster manager's
+    # scaling, the same for processes (which the next test uses).
+    cluster = new_cluster(1)
+    with Client(cluster) as client:
         watch = WaitForWorkers(client, 3)
         est = growing(client=client, max_workers=3, callbacks=[("watch", watch)]).fit(X, y)
         used = [b["n_workers"] for epoch in est.history for b in epoch["batches"]]
@@ -95,22 +95,19 @@ class Disturb(Callback):
             self.cue.touch()
 
 
-def test_retired_and_killed_workers_lose_no_data(reference, tmp_path):
+def test_retired_and_killed_workers_lose_no_data(reference, tmp_path, new_cluster,
+                                                 by_value):
     X, y = data()
     cue = tmp_path / "die"
-    module = sys.modules[DiesOnCue.__module__]
-    cloudpickle.register_pickle_by_value(module)
-    try:
-        with make_cluster(1) as cluster, Client(cluster) as client:
-            watch = WaitForWorkers(client, 3)
-            disturb = Disturb(client, cue, watch)
-            est = growing(client=client, max_workers=3, module=DiesOnCue,
-                          module__cue=str(cue), callbacks=[
-                              ("watch", watch), ("disturb", disturb)])
-            est.fit(X, y)
-            assert adadamp_keys(client) == []
-    finally:
-        cloudpickle.unregister_pickle_by_value(module)
+    # Worker processes: one of them is killed.
+    with Client(new_cluster(1, processes=True)) as client:
+        watch = WaitForWorkers(client, 3)
+        disturb = Disturb(client, cue, watch)
+        est = growing(client=client, max_workers=3, module=DiesOnCue,
+                      module__cue=str(cue), callbacks=[
+                          ("watch", watch), ("disturb", disturb)])
+        est.fit(X, y)
+        assert adadamp_keys(client) == []
     # Both happened: the retired worker was gone by the next update, and a
     # worker died inside update 32, which needed a second round of calls.
     assert disturb.retired in disturb.seen[26] and disturb.retired not in disturb.seen[27]

@@ -3,7 +3,7 @@ cluster (joblib's Dask backend), skorch's epoch table and progress bars."""
 import joblib
 import numpy as np
 import pytest
-from conftest import make_classifier, weights
+from helpers import make_classifier, weights
 from scipy.stats import loguniform
 from skorch.callbacks import ProgressBar as SkorchProgressBar
 from sklearn.model_selection import GridSearchCV, RandomizedSearchCV

@@ -19,7 +19,7 @@ from skorch.utils import FirstStepAccumulator
 
 from dask_adadamp import DaskClassifier, DaskRegressor
 
-from conftest import make_classifier, weights
+from helpers import make_classifier, weights
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -1,22 +1,18 @@
 """What a fit computes: gradient descent, determinism, dask arrays, history."""
 import copy
 import os
-import sys
 
 import dask
 import dask.array as da
-import cloudpickle
 import numpy as np
 import pytest
 import torch
-from dask.utils import key_split
-from distributed import Client, get_task_stream, wait
+from distributed import Client, wait
 
 from dask_adadamp import DaskRegressor
 from dask_adadamp.models import MLP
 from dask_adadamp._worker import ModelSpec, chunk_gradient
-
-from conftest import adadamp_keys, make_classifier, make_cluster, weights
+from helpers import DiesOnCue, adadamp_keys, make_classifier, weights
 
 
 def test_full_batch_is_gradient_descent(client, digits_data):
@@ -43,15 +39,7 @@ def test_full_batch_is_gradient_descent(client, digits_data):
     assert est.history[:, "train_loss"] == pytest.approx(losses, rel=1e-5)
 
 
-def fit_on(n_workers, X, y, tree_workers="auto", **kwargs):
-    with make_cluster(n_workers) as cluster, Client(cluster) as client, \
-            dask.config.set({"adadamp.tree-workers": tree_workers}):
-        est = make_classifier(client=client, **kwargs).fit(X, y)
-        assert adadamp_keys(client) == []
-    return est
-
-
-def test_same_bits_on_1_2_3_workers_and_across_runs(digits_data):
+def test_same_bits_on_1_2_3_workers_and_across_runs(digits_data, fit_on):
     X, _, y, _ = digits_data
     # Dropout too: each task draws the same masks wherever it runs.
     kwargs = dict(batch_size=200, grads_per_worker=50, max_epochs=2,
@@ -59,7 +47,9 @@ def test_same_bits_on_1_2_3_workers_and_across_runs(digits_data):
                   module__dropout=0.2, train_split=None)
     # Rounds to 2 or 3 workers go either way ("auto" tries both); the last
     # two fits call every worker from the client, or one that passes the
-    # call on and adds partial sums, in a tree.
+    # call on and adds partial sums, in a tree. Each size is a cluster of
+    # worker processes of its own; the three fits on 3 workers are three
+    # runs on one cluster.
     fits = [fit_on(n, X, y, **kwargs) for n in (1, 2, 3)]
     fits += [fit_on(3, X, y, tree_workers=tw, **kwargs) for tw in (None, 2)]
     assert [f.history[-1, "n_workers"] for f in fits] == [1, 2, 3, 3, 3]
@@ -150,38 +140,9 @@ def test_partial_fit_continues_counts(client, small_data):
     assert est.history[:, "n_examples"] == [300, 600]
 
 
-def test_tasks_are_named_for_the_dashboard(client, small_data):
-    X, y = small_data
-    with get_task_stream(client) as ts:
-        make_classifier(max_epochs=1).fit(X, y)
-    names = {key_split(t["key"]) for t in ts.data}
-    assert {"adadamp-shard-X", "adadamp-shard-y"} <= names
-
-
-class DiesOnCue(MLP):
-    """An MLP whose forward pass, in training, exits its worker process the
-    first time a cue file exists (the process that removes it dies)."""
-
-    def __init__(self, *args, cue="", **kwargs):
-        super().__init__(*args, **kwargs)
-        self.cue = cue
-
-    def forward(self, X):
-        if self.training and self.cue:
-            # A file as the cue, or a folder of cues: one per process to kill.
-            cues = ([os.path.join(self.cue, f) for f in sorted(os.listdir(self.cue))]
-                    if os.path.isdir(self.cue) else [self.cue])
-            for cue in cues:
-                try:
-                    os.remove(cue)
-                except FileNotFoundError:
-                    continue
-                os._exit(1)
-        return super().forward(X)
-
-
 @pytest.mark.parametrize("tree_workers", [None, 2], ids=["direct", "tree"])
-def test_worker_killed_mid_update_gives_the_same_weights(digits_data, tmp_path,
+def test_worker_killed_mid_update_gives_the_same_weights(digits_data, tmp_path, fit_on,
+                                                         new_cluster, by_value,
                                                          tree_workers):
     X, _, y, _ = digits_data
     kwargs = dict(batch_size=256, grads_per_worker=64, max_epochs=3,
@@ -203,19 +164,15 @@ def test_worker_killed_mid_update_gives_the_same_weights(digits_data, tmp_path,
             if training and self.updates == 5:
                 cue.touch()
 
-    # The workers unpickle this test's module class by value.
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    try:
-        with make_cluster(3) as cluster, Client(cluster) as client, \
-                dask.config.set({"adadamp.tree-workers": tree_workers}):
-            before = set(client.nthreads())
-            est = make_classifier(client=client, module=DiesOnCue,
-                                  module__cue=str(cue), callbacks=[("cue", Cue())],
-                                  **kwargs).fit(X, y)
-            assert adadamp_keys(client) == []
-            after = set(client.nthreads())
-    finally:
-        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    # Worker processes of its own: one of them is killed.
+    with Client(new_cluster(3, processes=True)) as client, \
+            dask.config.set({"adadamp.tree-workers": tree_workers}):
+        before = set(client.nthreads())
+        est = make_classifier(client=client, module=DiesOnCue,
+                              module__cue=str(cue), callbacks=[("cue", Cue())],
+                              **kwargs).fit(X, y)
+        assert adadamp_keys(client) == []
+        after = set(client.nthreads())
     # The kill landed during update 5: a worker consumed the cue and died (its
     # nanny restarted it under a new address), and update 5 alone needed a
     # second round of calls.
@@ -242,7 +199,7 @@ def test_embedded_cluster_is_started_once_and_reused(tmp_path):
     script.write_text(
         "import numpy as np, os\n"
         "from dask_adadamp import _cluster as cluster\n"
-        "from conftest import make_classifier\n"
+        "from helpers import make_classifier\n"
         "if __name__ == '__main__':\n"
         "    X = np.random.default_rng(0).normal(size=(100, 64)).astype('float32')\n"
         "    y = (X[:, 0] > 0).astype('int64')\n"
