@@ -32,7 +32,7 @@ class ProgressBar(_SkorchProgressBar):
     >>> from dask_adadamp import DaskClassifier, ProgressBar
     >>> from dask_adadamp.dampers import GeoDamp
     >>> cluster = LocalCluster(n_workers=2, threads_per_worker=1,
-    ...                        dashboard_address=':0')
+    ...                        processes=False, dashboard_address=':0')
     >>> client = Client(cluster)
     >>> X = np.random.default_rng(0).normal(size=(600, 4)).astype("float32")
     >>> y = (X[:, 0] > 0).astype("int64")

@@ -225,7 +225,7 @@ class HyperbandSearchCV(_FixedFit, _HyperbandSearchCV):
     >>> from dask_adadamp.compat import HyperbandSearchCV
     >>> from dask_adadamp.models import MLP
     >>> cluster = LocalCluster(n_workers=2, threads_per_worker=1,
-    ...                        dashboard_address=':0')
+    ...                        processes=False, dashboard_address=':0')
     >>> client = Client(cluster)
     >>> X, y = make_classification(n_samples=600, n_features=20, random_state=0)
     >>> X = da.from_array(X.astype("float32"), chunks=200)

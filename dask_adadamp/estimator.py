@@ -54,7 +54,7 @@ class DaskClassifier(DaskNetMixin, NeuralNetClassifier):
     >>> from distributed import Client, LocalCluster
     >>> from dask_adadamp import DaskClassifier
     >>> cluster = LocalCluster(n_workers=2, threads_per_worker=1,
-    ...                        dashboard_address=':0')
+    ...                        processes=False, dashboard_address=':0')
     >>> client = Client(cluster)
     >>> X = np.random.default_rng(0).normal(size=(200, 4)).astype("float32")
     >>> y = (X[:, 0] > 0).astype("int64")
@@ -108,7 +108,7 @@ class DaskRegressor(DaskNetMixin, NeuralNetRegressor):
     >>> from distributed import Client, LocalCluster
     >>> from dask_adadamp import DaskRegressor
     >>> cluster = LocalCluster(n_workers=2, threads_per_worker=1,
-    ...                        dashboard_address=':0')
+    ...                        processes=False, dashboard_address=':0')
     >>> client = Client(cluster)
     >>> X = np.random.default_rng(0).normal(size=(200, 3)).astype("float32")
     >>> y = (X @ np.array([[1.0], [-2.0], [0.5]])).astype("float32")
