@@ -129,11 +129,13 @@ def check_loss_on_client(net, X, y, fit_params):
                 ) from exc
     finally:
         net._set_training(True)
-    for w in caught:
-        warnings.warn_explicit(
-            f"y of shape {tuple(y.shape)} against outputs of shape "
-            f"(n, {', '.join(map(str, tuple(y_pred.shape)[1:]))}): {w.message}",
-            w.category, w.filename, w.lineno)
+    for w in caught:  # the loss's own warnings, as the fit would give them
+        message = str(w.message)
+        if "broadcasting" in message:  # torch's: name the whole data's shapes
+            outputs = ", ".join(["n", *map(str, tuple(getattr(y_pred, "shape", ()))[1:])])
+            message = (f"y of shape {tuple(y.shape)} against outputs of shape "
+                       f"({outputs}{',' if outputs == 'n' else ''}): {message}")
+        warnings.warn_explicit(message, w.category, w.filename, w.lineno)
 
 
 def unknown_rows(a):
