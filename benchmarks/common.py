@@ -45,6 +45,7 @@ from dask_adadamp import DaskClassifier
 from dask_adadamp.dampers import GeoDamp, NoiseScaleDamp
 from dask_adadamp.datasets import mnist1d
 from dask_adadamp.models import MLP
+from dask_adadamp.simulate import batch_sizes
 
 MIB = 2**20
 # The learning rates every tuned run chooses from (on a validation split).
@@ -265,8 +266,7 @@ def mnist1d_fit(name, lr, epochs, data, client):
               "seconds": row["elapsed"]} for row in est.history]
     print(f"{name}, lr {lr}: valid", [round(r["valid_acc"], 3) for r in curve], flush=True)
     return {"run": name, "lr": lr, "curve": curve,
-            "update_batch_sizes": [b["batch_size"] for e in est.history
-                                   for b in e["batches"] if "batch_size" in b],
+            "update_batch_sizes": batch_sizes(est.history),
             "seconds": curve[-1]["seconds"]}
 
 

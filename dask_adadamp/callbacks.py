@@ -6,6 +6,7 @@ from skorch.callbacks import ProgressBar as _SkorchProgressBar
 from skorch.dataset import get_len
 
 from ._history import update_rows
+from ._messages import EPOCH_COLUMNS
 
 
 class ProgressBar(_SkorchProgressBar):
@@ -153,5 +154,4 @@ class DashboardFeed(Callback):
         if fit is None or fit.monitor is None:
             return
         row = net.history[-1]
-        fit.monitor.epoch({key: row.get(key) for key in
-                           ("epoch", "model_updates", "train_loss", "valid_loss", "dur")})
+        fit.monitor.epoch({key: row.get(key) for key in EPOCH_COLUMNS})
