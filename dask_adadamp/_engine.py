@@ -14,24 +14,35 @@ model; a direct call costs what its bytes cost (docs/performance.md).
 What tasks gave for free, the session does itself: a call that fails
 because its worker died is made again, for the missing chunks only, once
 the shards are back on live workers; the result is the same bits.
+
+An elastic cluster changes under a fit. The scheduler's events say at once
+which workers left (:mod:`dask_adadamp._membership`), so a departed worker
+is never called (a call to its address would wait out distributed's 30 s
+connect timeout). A worker that is there but does not answer (a stopped
+process, a hung machine) has a deadline per call, derived from this fit's
+own calls (:meth:`FitSession.call_deadline`, dask config
+``adadamp.call-timeout``): past it, the worker is dropped for the fit and
+its chunks are computed where their shards are placed again.
 """
 import asyncio
 import gc
 import logging
 import math
 import time
+import traceback
 import uuid
 import weakref
-from collections import defaultdict
+from collections import defaultdict, deque
 from typing import NamedTuple
 
 import dask
 import dask.array as da
 import numpy as np
+from dask.utils import parse_timedelta
 from distributed.core import clean_exception
 from distributed.protocol.serialize import to_serialize
 
-from . import _tree as tree, _worker as worker
+from . import _membership as membership, _tree as tree, _worker as worker
 from ._extension import WorkerExtension
 from ._shards import Shards, recover_timeout
 from .exceptions import NoWorkersError
@@ -65,19 +76,61 @@ def tree_policy():
         "tree, or None for never")
 
 
-def default_shard_rows(n_rows, grads_per_worker, max_shards=64):
+#: A call's deadline, ``adadamp.call-timeout="auto"``: this floor plus this
+#: factor times the slowest seconds per row of the fit's recent calls, times
+#: the rows of the call. A call that carries the model (a worker's first)
+#: or comes before any was timed gets the first-call deadline.
+CALL_TIMEOUT_FLOOR = 2.0
+CALL_TIMEOUT_FACTOR = 10
+FIRST_CALL_TIMEOUT = 30.0
+# The direct path brings one gradient per chunk back to the client; past
+# this many chunks per worker the round goes through the tree, whose
+# workers add them up (a few gradients come back, whatever grads_per_worker).
+DIRECT_CHUNKS_PER_WORKER = 2
+
+
+def call_timeout():
+    """The ``adadamp.call-timeout`` dask config value: ``"auto"`` or seconds.
+
+    >>> import dask
+    >>> with dask.config.set({"adadamp.call-timeout": "5s"}):
+    ...     call_timeout()
+    5.0
+    >>> call_timeout()
+    'auto'
+    """
+    value = dask.config.get("adadamp.call-timeout", "auto")
+    if value == "auto":
+        return value
+    try:
+        seconds = float(parse_timedelta(value, default="s"))
+    except (TypeError, ValueError, KeyError):
+        seconds = float("nan")
+    if not seconds > 0:
+        raise ValueError(
+            f"dask config 'adadamp.call-timeout'={value!r} is not accepted; give "
+            "'auto' (derived from the fit's own calls), or a positive duration "
+            "such as 10 or '10s'")
+    return seconds
+
+
+def default_shard_rows(n_rows, grads_per_worker, max_workers=None, max_shards=64):
     """Rows per shard for data the fit places itself.
 
     A multiple of ``grads_per_worker``, so that an update of ``B`` examples
     needs ``ceil(B / grads_per_worker)`` chunks (one more where it straddles
-    a shard's end), and at most about ``max_shards`` shards, so that there
-    are shards for every worker without tiny chunks.
+    a shard's end), and at most about ``max_shards`` shards, or four per
+    worker of ``max_workers``, so that there are shards for every worker
+    without tiny chunks.
 
     >>> default_shard_rows(1000, 128)
     128
     >>> default_shard_rows(100_000, 128)
     1664
+    >>> default_shard_rows(100_000, 128, max_workers=100)
+    256
     """
+    max_shards = max(max_shards, 4 * (max_workers or 0))
     chunks_per_shard = math.ceil(n_rows / (max_shards * grads_per_worker))
     return grads_per_worker * max(1, chunks_per_shard)
 
@@ -139,7 +192,11 @@ class FitSession:
         self.client = client
         self.spec = spec
         self.token = spec.token
-        self.shards = Shards(client, self.token)
+        self.members = membership.acquire(client)
+        self.shards = Shards(client, self.token, self.members)
+        # Seconds per row of the fit's recent calls (their deadlines).
+        self._rates = deque(maxlen=32)
+        self._answered_at = None  # time.monotonic() of the last answer
         self._has_spec = set()
         self._recovered = False
         self._paths = tree.PathChooser(tree_policy())
@@ -155,8 +212,11 @@ class FitSession:
                 self.shards.place_dask(X, y)
             else:
                 self.shards.place_numpy(X, y, shard_rows, seed)
-        except BaseException:
+        except BaseException as exc:
             self.close()
+            # The placement's frames hold futures of the fit's rows: cleared,
+            # so no key outlives the fit while the exception does.
+            traceback.clear_frames(exc.__traceback__)
             raise
 
     @property
@@ -261,7 +321,7 @@ class FitSession:
         n = len(chunks)
         nodes, meta, done_losses = {}, {}, {}
         timing = {"workers": {}, "rounds": 0, "wall_s": 0.0,
-                  "bytes_out": 0, "bytes_in": 0}
+                  "bytes_out": 0, "bytes_in": 0, "lost": [], "stalled": []}
         deadline = time.monotonic() + recover_timeout()
         start = time.perf_counter()
         retries = 0
@@ -275,11 +335,19 @@ class FitSession:
                     f"the update could not be completed in {recover_timeout():.0f} s "
                     "(dask config 'adadamp.recover-timeout'): workers kept leaving "
                     "or failing")
+            # A holder the scheduler removed (or this fit saw fail) is not
+            # called: its shards are found or placed again first.
+            live = set(self.shards.live_workers())
+            holders = [h if h in live else None for h in self.shards.holders]
+            for addr in {h for h in self.shards.holders if h is not None} - live:
+                if addr not in self.shards.reported:  # it left since the last round
+                    self.shards.reported.add(addr)
+                    timing["lost"].append(addr)
             plan = defaultdict(lambda: ([], []))
             for c in todo_c:
-                plan[self.shards.holders[c[1]]][0].append(c)
+                plan[holders[c[1]]][0].append(c)
             for i in todo_l:
-                plan[self.shards.holders[i[1]]][1].append(i)
+                plan[holders[i[1]]][1].append(i)
             if retries:  # a worker still joining or a shard in flight: back off
                 time.sleep(min(0.01 * 2 ** retries, 1.0))
             if None in plan:  # shards lost in an earlier round
@@ -287,11 +355,14 @@ class FitSession:
                 retries += 1
                 continue
             timing["rounds"] += 1
-            via_tree = self._paths.use_tree(len(plan))
+            via_tree = (self._paths.use_tree(len(plan))
+                        or (self._paths.policy is not None and len(todo_c)
+                            > DIRECT_CHUNKS_PER_WORKER * len(plan)))
             timing["tree"] = timing.get("tree", False) or via_tree
             call = self._call_tree if via_tree else self._call_all
             round_start = time.perf_counter()
-            replies, got = self.client.sync(call, plan, weights, buffers, sq_norms, n)
+            replies, got = self.client.sync(call, plan, weights, buffers, sq_norms, n,
+                                            self._deadlines(plan))
             if timing["rounds"] == 1:
                 self._paths.record(len(plan), via_tree,
                                    time.perf_counter() - round_start)
@@ -305,10 +376,23 @@ class FitSession:
                 mine_c, mine_l = plan[addr]
                 status = reply.get("status")
                 if status == "OK":
+                    self._answered_at = time.monotonic()
                     timing["workers"][addr] = (reply["rtt_s"], reply["compute_s"])
-                elif status == "lost":
-                    logger.info("fit %s: call to %s failed (%s); recovering",
-                                self.token, addr, reply["error"])
+                    rows = _rows(mine_c, mine_l)
+                    if rows and not reply.get("with_spec"):
+                        self._rates.append(reply["rtt_s"] / rows)
+                elif status in ("lost", "stalled"):
+                    if status == "lost":
+                        logger.info("fit %s: call to %s failed (%s); recovering",
+                                    self.token, addr, reply["error"])
+                    else:
+                        logger.warning(
+                            "fit %s: worker %s did not answer within %.1f s (dask "
+                            "config 'adadamp.call-timeout'); its chunks are computed "
+                            "elsewhere and it is not called again in this fit",
+                            self.token, addr, reply["deadline_s"])
+                    timing[status].append(addr)
+                    self.shards.reported.add(addr)
                     self.shards.worker_lost(addr)
                     self._recovered = True
                     self._has_spec.discard(addr)
@@ -337,6 +421,27 @@ class FitSession:
         timing["wall_s"] = time.perf_counter() - start
         return nodes, meta, done_losses, timing
 
+    def call_deadline(self, rows, carries_model=False):
+        """Seconds a call of ``rows`` rows (gradient and loss) may take
+        before its worker counts as stalled.
+
+        With ``adadamp.call-timeout="auto"`` (the default): ``2 s + 10 x``
+        the slowest seconds per row of the fit's last 32 calls ``x rows``,
+        or 30 s for a call that carries the model (a worker's first, which
+        builds it) or comes before any call was timed. A number (or
+        ``"10s"``) is that many seconds for every call.
+        """
+        value = call_timeout()
+        if value != "auto":
+            return value
+        if carries_model or not self._rates:
+            return FIRST_CALL_TIMEOUT
+        return CALL_TIMEOUT_FLOOR + CALL_TIMEOUT_FACTOR * max(self._rates) * rows
+
+    def _deadlines(self, plan):
+        return {addr: self.call_deadline(_rows(*plan[addr]), addr not in self._has_spec)
+                for addr in plan}
+
     def _message(self, addr, chunks, losses):
         """What a call tells ``addr`` of its share (the model with its first)."""
         keys = self.shards.keys
@@ -348,9 +453,10 @@ class FitSession:
             self._has_spec.add(addr)
         return msg
 
-    async def _call_all(self, plan, weights, buffers, sq_norms, n):
+    async def _call_all(self, plan, weights, buffers, sq_norms, n, deadlines):
         """One call per worker, all at once: every worker's gradients come
-        back one per chunk. A failed call counts its worker as lost."""
+        back one per chunk. A failed call counts its worker as lost; a call
+        past its deadline while another worker answered, as stalled."""
         common = {"token": self.token, "weights": to_serialize(weights),
                   "buffers": to_serialize(buffers) if buffers else None,
                   "sq_norms": sq_norms}
@@ -359,6 +465,7 @@ class FitSession:
         async def call(addr, chunks, losses):
             msg = {k: to_serialize(v) if v is not None else None
                    for k, v in self._message(addr, chunks, losses).items()}
+            with_spec = msg["spec"] is not None
             start = time.perf_counter()
             try:
                 reply = await self.client.rpc(addr).adadamp_compute(**msg, **common)
@@ -374,13 +481,14 @@ class FitSession:
                 got["losses"].update(result["losses"])
                 reply["compute_s"] = result["compute_s"]
                 reply["rtt_s"] = time.perf_counter() - start
+                reply["with_spec"] = with_spec
             return reply
 
-        addrs = list(plan)
-        replies = await asyncio.gather(*(call(a, *plan[a]) for a in addrs))
-        return dict(zip(addrs, replies)), got
+        tasks = {asyncio.ensure_future(call(a, *plan[a])): a for a in plan}
+        replies = await _within_deadlines(tasks, deadlines, self._answered_at)
+        return replies, got
 
-    async def _call_tree(self, plan, weights, buffers, sq_norms, n):
+    async def _call_tree(self, plan, weights, buffers, sq_norms, n, deadlines):
         """One call to the first worker, passed on through the others in a
         binomial tree (:meth:`WorkerExtension.tree`): the client sends the
         weights once and gets back one partial sum, or a few.
@@ -394,14 +502,22 @@ class FitSession:
         order = sorted(plan, key=first.get)
         members = [(addr, *self._message(addr, *plan[addr]).values())
                    for addr in order]
+        # Each member waits for a subtree below it a level's deadline less
+        # than its caller waits for it, so a stalled member is reported by
+        # its parent rather than taking the parent's subtree with it.
+        deadline = max(deadlines.values())
         start = time.perf_counter()
         try:
-            reply = await self.client.rpc(order[0]).adadamp_tree(
+            reply = await asyncio.wait_for(self.client.rpc(order[0]).adadamp_tree(
                 token=self.token, weights=to_serialize(weights),
                 buffers=to_serialize(buffers) if buffers else None,
-                sq_norms=sq_norms, n=n, members=to_serialize(members))
+                sq_norms=sq_norms, n=n, members=to_serialize(members),
+                deadline=deadline), tree.budget(len(order), deadline) + deadline)
         except (OSError, asyncio.TimeoutError) as exc:
-            replies = {order[0]: {"status": "lost", "error": repr(exc)}}
+            status = ({"status": "stalled", "deadline_s": deadline}
+                      if isinstance(exc, asyncio.TimeoutError)
+                      else {"status": "lost", "error": repr(exc)})
+            replies = {order[0]: status}
             replies.update((a, {"status": "unreached"}) for a in order[1:])
             return replies, {"nodes": {}, "meta": {}, "losses": {}}
         if not isinstance(reply, dict) or reply.get("status") != "tree":
@@ -421,8 +537,8 @@ class FitSession:
 
     @property
     def n_workers(self):
-        """Workers in the cluster now."""
-        return len(self.client.nthreads())
+        """Workers in the cluster now (as the scheduler's events tell)."""
+        return len(self.members.live) if self.members is not None else 0
 
     def workers_used(self, update):
         """How many workers hold the shards an update reads (its chunks are
@@ -437,6 +553,9 @@ class FitSession:
         with the shards and must outlive the fit.
         """
         self.shards.close()
+        if self.members is not None:
+            membership.release(self.client)
+            self.members = None
         if self._paths.policy == "auto" and self._paths.summary():
             logger.info("fit %s: median round of calls by path: %s", self.token,
                         self._paths.summary())
@@ -448,7 +567,11 @@ class FitSession:
             # their X, still wanted after every worker was killed).
             gc.collect()
         try:
-            self.client.run(worker.forget, self.token)
+            # Not on a worker that stalled: the scheduler's broadcast would
+            # wait for it (it keeps its copy of the model until it restarts).
+            live = self.shards.live_workers()
+            if live:
+                self.client.run(worker.forget, self.token, workers=live)
         except Exception:  # a closed client or a cluster gone: nothing left
             logger.debug("could not clear worker caches", exc_info=True)
 
@@ -492,6 +615,40 @@ class GradientSums(NamedTuple):
     chunk_sq_norms: list
     mean_loss: float | None = None
     timing: dict | None = None
+
+
+def _rows(chunks, losses):
+    return sum(len(c[2]) for c in chunks) + sum(len(i[2]) for i in losses)
+
+
+async def _within_deadlines(tasks, deadlines, answered_at=None):
+    """Await the calls ``tasks`` (task -> address); a call past its
+    deadline is cancelled and reported ``"stalled"``, but only where the
+    cluster is otherwise moving: another call of the round answered, or a
+    call answered (at ``answered_at``, ``time.monotonic()``) less than a
+    deadline before this round began. When none has, the cluster as a
+    whole is slow (or the deadline too short), and waiting on is right, up
+    to ``adadamp.recover-timeout``."""
+    start = time.monotonic()
+    limit = start + recover_timeout()
+    due = {t: start + deadlines[a] for t, a in tasks.items()}
+    replies, pending = {}, set(tasks)
+    answered = answered_at is not None and start - answered_at < min(deadlines.values())
+    while pending:
+        now = time.monotonic()
+        wake = min([d for t, d in due.items() if t in pending and d > now] + [limit])
+        done, pending = await asyncio.wait(pending, timeout=max(0.0, wake - now),
+                                           return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            replies[tasks[t]] = t.result()
+            answered = True
+        now = time.monotonic()
+        late = {t for t in pending if now >= due[t] and (answered or now >= limit)}
+        for t in late:
+            t.cancel()
+            replies[tasks[t]] = {"status": "stalled", "deadline_s": deadlines[tasks[t]]}
+        pending -= late
+    return {a: replies[a] for a in tasks.values()}
 
 
 def new_token():

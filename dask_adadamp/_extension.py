@@ -89,12 +89,14 @@ class WorkerExtension(WorkerPlugin):
             reply["result"] = to_serialize(reply["result"])
         return reply
 
-    async def tree(self, token, weights, buffers, sq_norms, n, members):
+    async def tree(self, token, weights, buffers, sq_norms, n, members, deadline=None):
         """Handler: an update's share of this worker and of the workers
         below it in a binomial tree (:func:`dask_adadamp._tree.children`).
 
         ``members`` lists ``(address, chunks, losses, spec)``, this worker
-        first. The call is passed on with the weights, this worker computes
+        first. ``deadline`` (seconds per call, or None) bounds the wait for
+        each subtree below (:func:`dask_adadamp._tree.budget`): a member
+        that does not answer in time is reported ``"stalled"``. The call is passed on with the weights, this worker computes
         its own chunks meanwhile, then adds what its subtree computed as far
         as the chunk tree allows (:func:`dask_adadamp._tree.reduce_nodes`),
         so one or a few partial sums go up instead of one per chunk.
@@ -107,12 +109,13 @@ class WorkerExtension(WorkerPlugin):
             sum, count, squared norm and maybe buffers), ``losses`` (loss
             sums by item) and ``replies``: for every member its status as
             :meth:`compute` gives it (without the result), ``"lost"`` where
-            the call to it failed, or ``"unreached"`` below a lost member.
+            the call to it failed, ``"stalled"`` where it did not answer
+            within its deadline, or ``"unreached"`` below either.
         """
         address, chunks, losses, spec = members[0]
         common = {"token": token, "weights": to_serialize(weights),
                   "buffers": to_serialize(buffers) if buffers else None,
-                  "sq_norms": sq_norms, "n": n}
+                  "sq_norms": sq_norms, "n": n, "deadline": deadline}
         subtrees = compute_tree.children(members)
         below = [asyncio.create_task(self._pass_on(common, sub)) for sub in subtrees]
         own = await self._run(token, weights, buffers, chunks, losses,
@@ -146,10 +149,14 @@ class WorkerExtension(WorkerPlugin):
 
     async def _pass_on(self, common, members):
         start = time.perf_counter()
+        deadline = common["deadline"]
+        wait = None if deadline is None else compute_tree.budget(len(members), deadline)
         try:
-            reply = await self.worker.rpc(members[0][0]).adadamp_tree(
-                members=to_serialize(members), **common)
-        except (OSError, asyncio.TimeoutError) as exc:  # it died or left
+            reply = await asyncio.wait_for(self.worker.rpc(members[0][0]).adadamp_tree(
+                members=to_serialize(members), **common), wait)
+        except asyncio.TimeoutError:  # there, but not answering
+            return {"status": "stalled", "deadline_s": deadline}
+        except OSError as exc:  # it died or left
             return {"status": "lost", "error": repr(exc)}
         except Exception as exc:
             return error_message(exc, status="error")

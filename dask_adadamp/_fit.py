@@ -44,6 +44,10 @@ class Fit:
         self.lr_scale = 1.0
         self.stats = self.timing = self.record = None
         self.tick, self.epoch_rows = time.perf_counter(), 0
+        # The resource bill: worker-seconds are counted from here, over the
+        # whole fit (validation and callbacks hold the workers too).
+        self.held_tick = self.tick
+        self.scaler = None
 
     # --- the updates of an epoch --------------------------------------------
 
@@ -62,6 +66,7 @@ class Fit:
         epoch = len(net.history) - 1
         rng = np.random.default_rng([net.seed_, 2, epoch])
         sampler = EpochSampler(self.session.shard_ids, net.grads_per_worker, rng)
+        self.scaler = scaler
         while sampler.remaining:
             size = self.batch_size()
             if scaler is not None:
@@ -187,7 +192,7 @@ class Fit:
             net.history.record_batch("loss_examples", session.loss_examples)
             session.loss_examples = 0
         record = {"batch_size": len(batch), "n_workers": session.workers_used(batch),
-                  "lr": lr, **call_times(self.timing)}
+                  "lr": lr, **call_times(self.timing), **self.bill(batch)}
         name = damper.signal_name
         if name is not None and getattr(damper, "signal_", None) is not None:
             record[name] = float(damper.signal_)
@@ -198,6 +203,34 @@ class Fit:
         self.tick = now
         self.epoch_rows += len(batch)
         self.record = record
+
+    def bill(self, batch):
+        """What the update held of the cluster: ``workers_present`` (the
+        scheduler's workers), ``workers_wanted`` (what its batch needs:
+        ``ceil(B / grads_per_worker)``, within the worker bounds and the
+        shards there are), ``workers_asked`` (what the scaler asked the
+        cluster for, ahead of need; None without one), ``short`` (fewer
+        workers used than wanted), ``worker_s`` (workers present x seconds
+        since the previous update ended), ``scale_lags_s`` (request to
+        arrival of the scale-ups completed meanwhile) and ``workers_lost``
+        (workers that died or stalled during the update)."""
+        net, session = self.net, self.session
+        now = time.perf_counter()
+        present = len(session.members.live) if session.members is not None else None
+        state = (self.scaler.state() if self.scaler is not None
+                 and hasattr(self.scaler, "state") else {})
+        wanted = state.get("workers_wanted")
+        if wanted is None:
+            wanted = math.ceil(len(batch) / net.grads_per_worker)
+            wanted = max(net.min_workers or 1, min(wanted, net.max_workers or wanted))
+        wanted = min(wanted, len(session.shard_ids))
+        used = session.workers_used(batch)
+        held = (present or used) * (now - self.held_tick)
+        self.held_tick = now
+        return {"workers_present": present, "workers_wanted": wanted,
+                "workers_asked": state.get("workers_asked"), "short": used < wanted,
+                "worker_s": round(held, 6), "scale_lags_s": state.get("scale_lags_s", []),
+                "workers_lost": self.timing["lost"] + self.timing["stalled"]}
 
     def end_epoch(self):
         """The epoch's totals, which the next updates are numbered from:

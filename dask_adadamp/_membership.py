@@ -97,7 +97,9 @@ class Membership:
                 try:
                     self.client.unsubscribe_topic(TOPIC)
                 except Exception:  # a closed client: nothing to undo
-                    self.client._event_handlers.pop(TOPIC, None)
+                    pass
+                # The client tells the scheduler but keeps the handler.
+                self.client._event_handlers.pop(TOPIC, None)
 
 
 def acquire(client):

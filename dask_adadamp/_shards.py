@@ -13,7 +13,15 @@ were there and puts them back on live workers: a numpy shard from the
 client's own copy of the rows, a dask-array block by letting the scheduler
 recompute it from its graph. With no worker at all it waits for new ones
 up to a timeout, then raises.
+
+Which workers are live comes from the scheduler's own events
+(:mod:`dask_adadamp._membership`), less those this fit saw fail or stall: a
+departed worker is never called, or sent rows, again. Placement survives a
+worker dying under it as updates do: the shards that did not arrive are
+sent again to live workers. The tasks carry :func:`toolz.identity`, so the
+scheduler needs neither torch nor this library to read them.
 """
+import asyncio
 import logging
 import math
 import time
@@ -23,9 +31,11 @@ import dask
 import dask.array as da
 import numpy as np
 from dask.core import flatten
+from dask.graph_manipulation import clone
 from distributed import futures_of, wait
+from distributed.client import FuturesCancelledError
+from toolz import identity
 
-from . import _worker as worker
 from .exceptions import DataLostError, NoWorkersError
 
 logger = logging.getLogger(__name__)
@@ -36,6 +46,9 @@ RECOVER_TIMEOUT = 60
 # Rows gathered on the client before they are sent: the copies placement
 # makes (a shard's rows are not contiguous in X) stay this small.
 SCATTER_BYTES = 64 * 2**20
+# What a worker dying under a placement looks like to the client.
+PLACEMENT_ERRORS = (OSError, TimeoutError, asyncio.TimeoutError,
+                    asyncio.CancelledError, FuturesCancelledError)
 
 
 def recover_timeout():
@@ -61,6 +74,9 @@ class Shards:
     client : distributed.Client
     token : str
         The fit's name; every key placed carries it.
+    members : dask_adadamp._membership.Membership or None
+        The scheduler's workers, from its events; None asks the scheduler
+        (``client.nthreads()``) each time.
 
     Attributes
     ----------
@@ -70,9 +86,10 @@ class Shards:
         For each shard, the address of the worker that holds it.
     """
 
-    def __init__(self, client, token):
+    def __init__(self, client, token, members=None):
         self.client = client
         self.token = token
+        self.members = members
         self.ids = []
         self.holders = []
         self.workers = []
@@ -80,7 +97,12 @@ class Shards:
         self._source = None
         self._generation = 0
         self._dead = set()
+        # Workers already in an update's history as lost (once each).
+        self.reported = set()
         self.X = self._y = None
+        # The rechunked arrays before persist and each shard's block: a block
+        # on a worker that stalled is recomputed from them elsewhere.
+        self._graph = self._blocks = None
 
     # --- placement --------------------------------------------------------
 
@@ -98,7 +120,7 @@ class Shards:
         self._futures = [None] * len(self.ids)
         self.holders = [None] * len(self.ids)
         self.workers = self.live_workers(wait=True)
-        self._scatter(range(len(self.ids)), self.workers)
+        self._place(range(len(self.ids)))
 
     def place_dask(self, X, y):
         """Persist the arrays' row blocks where they are; each is a shard.
@@ -111,6 +133,7 @@ class Shards:
         y = y.rechunk({axis: -1 for axis in range(1, y.ndim)})
         if not _unknown(X) and not _unknown(y):
             y = y.rechunk((X.chunks[0],) + y.chunks[1:])
+        self._graph = [X, y]
         self.X, self._y = self.client.persist([X, y])
         self.workers = self.live_workers(wait=True)
         # No timeout: computing the user's blocks may take as long as it takes.
@@ -127,17 +150,46 @@ class Shards:
                     f"X has {self.X.shape[0]} rows but y has {self._y.shape[0]}; "
                     "they must have the same length")
             if self._y.chunks[0] != self.X.chunks[0]:
-                self._y = self.client.persist(
-                    self._y.rechunk((self.X.chunks[0],) + self._y.chunks[1:]))
+                self._graph[1] = self._y.rechunk((self.X.chunks[0],) + self._y.chunks[1:])
+                self._y = self.client.persist(self._graph[1])
                 wait(futures_of(self._y))
         X, y = self.X, self._y
         bounds = np.cumsum((0,) + X.chunks[0])
         self.ids = [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
         by_key = {f.key: f for f in futures_of(X) + futures_of(y)}
         keys = zip(flatten(X.__dask_keys__()), flatten(y.__dask_keys__()), X.chunks[0])
-        self._futures = [(by_key[kx], by_key[ky]) for kx, ky, n in keys if n]
+        self._futures, self._blocks = [], []
+        for b, (kx, ky, n) in enumerate(keys):
+            if n:
+                self._futures.append((by_key[kx], by_key[ky]))
+                self._blocks.append(b)
         self.holders = [None] * len(self._futures)
         self._locate(range(len(self._futures)))
+
+    def _place(self, shards):
+        """Send ``shards`` from the client's copy to live workers, again and
+        again for those that did not arrive (their worker died, or the
+        scheduler still listed a dead one), until all are held or
+        ``adadamp.recover-timeout`` passes."""
+        deadline = time.monotonic() + recover_timeout()
+        todo = list(shards)
+        while True:
+            workers = self.live_workers(wait=True)
+            try:
+                self._scatter(todo, workers)
+            except PLACEMENT_ERRORS as exc:
+                logger.info("fit %s: placing %d shards failed (%r); placing "
+                            "them again on live workers", self.token, len(todo), exc)
+                self._refresh()
+            todo = [i for i in todo if self.holders[i] not in self.live_workers()]
+            if not todo:
+                return
+            if time.monotonic() > deadline:
+                raise NoWorkersError(
+                    f"{len(todo)} shards of the training data could not be placed in "
+                    f"{recover_timeout():.0f} s (dask config 'adadamp.recover-timeout'): "
+                    "workers kept leaving or failing")
+            time.sleep(0.05)
 
     def _scatter(self, shards, workers):
         """Send shards from the client's copy to ``workers[i mod P]``.
@@ -145,21 +197,31 @@ class Shards:
         The rows go straight to their worker; a task per array then takes
         them over under the shard's key, so that the task stream shows the
         placement (the scheduler only ever sees the task, not the rows).
+        A target that fails is dropped for this fit, and its shards stay
+        unheld (``holders[i]`` None) for the caller to place again.
         """
         X, y = self._source
         self._generation += 1
         gen = self._generation
-        raw, where, scattered = defaultdict(dict), {}, {}
+        raw, where, scattered = defaultdict(dict), defaultdict(list), {}
         pending = 0
+        for i in shards:
+            self.holders[i] = None
 
         def send():
             for target, data in raw.items():
-                scattered.update(self.client.scatter(data, workers=[target], direct=True))
+                try:
+                    scattered.update(self.client.scatter(
+                        data, workers=[target], direct=True, timeout=recover_timeout()))
+                except PLACEMENT_ERRORS as exc:
+                    logger.info("fit %s: sending rows to %s failed (%r)",
+                                self.token, target, exc)
+                    self.worker_lost(target)
             raw.clear()
 
         for i in shards:
             target = workers[i % len(workers)]
-            where[i] = target
+            where[target].append(i)
             rows = self.ids[i]
             shard_X = raw[target][f"adadamp-rows-X-{self.token}-{i}-{gen}"] = X[rows]
             raw[target][f"adadamp-rows-y-{self.token}-{i}-{gen}"] = y[rows]
@@ -169,15 +231,25 @@ class Shards:
                 send()
                 pending = 0
         send()
-        for i, target in where.items():
-            self._futures[i] = tuple(
-                self.client.submit(worker.identity,
-                                   scattered[f"adadamp-rows-{n}-{self.token}-{i}-{gen}"],
-                                   key=(f"adadamp-shard-{n}-{self.token}", i, gen),
-                                   workers=[target], allow_other_workers=True)
-                for n in "Xy")
-        wait([f for i in where for f in self._futures[i]], timeout=recover_timeout())
-        self._locate(where)
+        sent = [i for target, mine in where.items() for i in mine
+                if f"adadamp-rows-y-{self.token}-{i}-{gen}" in scattered
+                and f"adadamp-rows-X-{self.token}-{i}-{gen}" in scattered]
+        for target, mine in where.items():
+            for i in mine:
+                if i not in sent:
+                    continue
+                self._futures[i] = tuple(
+                    self.client.submit(identity,
+                                       scattered[f"adadamp-rows-{n}-{self.token}-{i}-{gen}"],
+                                       key=(f"adadamp-shard-{n}-{self.token}", i, gen),
+                                       workers=[target], allow_other_workers=True)
+                    for n in "Xy")
+        scattered.clear()  # the shards' tasks hold the rows now
+        try:
+            wait([f for i in sent for f in self._futures[i]], timeout=recover_timeout())
+        finally:
+            # A shard whose rows died with their worker is not held anywhere.
+            self._locate(sent)
 
     def follow(self, workers):
         """Spread the shards over ``workers`` (addresses), shard ``i`` on
@@ -195,7 +267,7 @@ class Shards:
             target = workers[i % len(workers)]
             if self.holders[i] != target:
                 self._futures[i] = tuple(
-                    self.client.submit(worker.identity, f,
+                    self.client.submit(identity, f,
                                        key=(f"adadamp-shard-{n}-{self.token}", i,
                                             self._generation),
                                        workers=[target], allow_other_workers=True)
@@ -208,12 +280,23 @@ class Shards:
 
     # --- where things are -------------------------------------------------
 
+    def _scheduler_workers(self):
+        if self.members is None:
+            return set(self.client.nthreads())
+        return self.members.live
+
+    def _refresh(self):
+        """Ask the scheduler which workers it has (after a failure that its
+        events may not have reached us for yet)."""
+        if self.members is not None:
+            self.members.refresh()
+
     def live_workers(self, wait=False):
         """Addresses of the workers the scheduler has, less those this fit
-        saw die; with ``wait``, waits for one when there are none."""
+        saw die or stall; with ``wait``, waits for one when there are none."""
         deadline = time.monotonic() + recover_timeout()
         while True:
-            live = sorted(set(self.client.nthreads()) - self._dead)
+            live = sorted(self._scheduler_workers() - self._dead)
             if live or not wait:
                 return live
             left = deadline - time.monotonic()
@@ -223,10 +306,16 @@ class Shards:
                     "(dask config 'adadamp.recover-timeout'); the fit stopped "
                     "with the weights of its last complete update. Start workers "
                     "and fit again, or raise the timeout.")
-            try:
-                self.client.wait_for_workers(len(self._dead) + 1, timeout=min(left, 1.0))
-            except TimeoutError:
-                pass
+            # Not client.wait_for_workers: with a cluster manager it replaces
+            # the manager's worker list, racing its removals (a KeyError in
+            # SpecCluster's watcher). The membership's events say it all.
+            version = self.members.version if self.members is not None else None
+            waited = time.monotonic()
+            while (time.monotonic() - waited < min(left, 1.0) and self.members is not None
+                   and self.members.version == version):
+                time.sleep(0.02)
+            if self.members is None or self.members.version == version:
+                self._refresh()
 
     def _locate(self, shards):
         """Ask the scheduler where shards are (after placement or a loss).
@@ -252,14 +341,14 @@ class Shards:
             for i, target in apart:
                 fx, fy = self._futures[i]
                 self._futures[i] = (fx, self.client.submit(
-                    worker.identity, fy, workers=[target], allow_other_workers=True,
+                    identity, fy, workers=[target], allow_other_workers=True,
                     key=(f"adadamp-shard-y-{self.token}", i, self._generation)))
             wait([self._futures[i][1] for i, _ in apart], timeout=recover_timeout())
             self._locate([i for i, _ in apart])
 
     def worker_lost(self, address):
-        """A call to ``address`` failed: it is gone for this fit (a worker
-        restarted by its nanny comes back under a new address)."""
+        """A call to ``address`` failed or stalled: it is gone for this fit
+        (a worker restarted by its nanny comes back under a new address)."""
         self._dead.add(address)
 
     def recover(self, shards=()):
@@ -282,7 +371,7 @@ class Shards:
         logger.info("fit %s: re-placing %d shards lost with their workers",
                     self.token, len(gone))
         if self._source is not None:
-            self._scatter(gone, live)
+            self._place(gone)
         else:
             # The scheduler recomputes a wanted key whose worker died.
             futures = [f for i in gone for f in self._futures[i]]
@@ -293,7 +382,41 @@ class Shards:
                     f"{len(bad)} blocks of the training data were lost and could "
                     f"not be recomputed (first: {bad[0].key!r}, {bad[0].status})")
             self._locate(gone)
-        self.workers = live
+            stalled = [i for i in gone if self.holders[i] is None]
+            if stalled:
+                self._recompute(stalled, live)
+        self.workers = self.live_workers()
+
+    def _recompute(self, shards, live):
+        """Compute dask-array blocks again on live workers, under new keys:
+        the scheduler still lists them on a worker that stalls (it answers
+        nothing, so its copy cannot be read or moved)."""
+        if self._graph is None:
+            raise DataLostError("the training data's blocks are on a worker that "
+                                "does not answer, and there is no graph to "
+                                "compute them again from")
+        logger.info("fit %s: computing %d blocks again away from stalled workers",
+                    self.token, len(shards))
+        self._generation += 1
+        for i in shards:
+            b = self._blocks[i]
+            parts = [clone(a.blocks[b], seed=(self.token, i, self._generation))
+                     for a in self._graph]
+            self._futures[i] = tuple(futures_of(
+                self.client.persist(parts, workers=live, allow_other_workers=False)))
+        futures = [f for i in shards for f in self._futures[i]]
+        wait(futures, timeout=recover_timeout())
+        bad = [f for f in futures if f.status != "finished"]
+        if bad:
+            raise DataLostError(
+                f"{len(bad)} blocks of the training data could not be computed "
+                f"again (first: {bad[0].key!r}, {bad[0].status})")
+        self._locate(shards)
+
+    @property
+    def dead(self):
+        """Workers this fit saw fail or stall (it calls them no more)."""
+        return set(self._dead)
 
     def keys(self, shard):
         """The Dask keys of shard ``shard``'s X and y."""

@@ -104,6 +104,18 @@ def children(members):
     return out
 
 
+def budget(n_members, deadline):
+    """Seconds a caller waits for a subtree of ``n_members`` members, each
+    call of which has ``deadline`` seconds: one deadline per level, so that
+    a member gives up on a stalled child before its own caller gives up on
+    it.
+
+    >>> budget(1, 2.0), budget(4, 2.0)
+    (2.0, 6.0)
+    """
+    return (depth(n_members) + 1) * deadline
+
+
 class PathChooser:
     """Whether a round of calls goes through the tree, by measurement.
 

@@ -79,8 +79,12 @@ class UpdateLog(Callback):
     (after ``max_batch_size``'s scaling), the schedule's signal (e.g.
     ``loss_ratio``) and what the update's calls cost (``compute_ms``,
     ``comm_ms``, ``workers_ms``, ``rounds``, ``tree``, ``bytes_out``,
-    ``bytes_in``). Per epoch: the largest ``batch_size``, the last ``lr``
-    and signal, and ``n_workers``. The net itself records each update's
+    ``bytes_in``) and held (the resource bill: ``workers_present``,
+    ``workers_wanted``, ``workers_asked``, ``short``, ``worker_s``,
+    ``scale_lags_s``, ``workers_lost``; see ``Fit.bill``). Per epoch: the
+    largest ``batch_size``, the last ``lr`` and signal, ``n_workers`` (the
+    cluster's size), and the bill's totals: ``worker_s``,
+    ``updates_short``, ``scale_lags_s`` and ``workers_lost``. The net itself records each update's
     ``batch_size`` and each epoch's cumulative ``model_updates`` and
     ``n_examples``, which number the updates.
 
@@ -115,6 +119,13 @@ class UpdateLog(Callback):
         if name is not None and batches and name in batches[-1]:
             net.history.record(name, batches[-1][name])
         net.history.record("n_workers", fit.session.n_workers)
+        # The epoch's resource bill (each update's is in its row).
+        net.history.record("worker_s", round(sum(b.get("worker_s", 0) for b in batches), 6))
+        net.history.record("updates_short", sum(bool(b.get("short")) for b in batches))
+        net.history.record("scale_lags_s", [lag for b in batches
+                                            for lag in b.get("scale_lags_s", [])])
+        net.history.record("workers_lost", [a for b in batches
+                                            for a in b.get("workers_lost", [])])
 
 
 class DashboardFeed(Callback):

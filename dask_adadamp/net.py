@@ -253,7 +253,8 @@ class DaskNetMixin:
         spec = ModelSpec(engine.new_token(), self, device=self.device or "cpu",
                          fit_params=constant, drop=self._client_only)
         shard_rows = (None if isinstance(X_train, da.Array) else
-                      engine.default_shard_rows(len(X_train), self.grads_per_worker))
+                      engine.default_shard_rows(len(X_train), self.grads_per_worker,
+                                                  self.max_workers))
         on_epoch_kwargs = {"dataset_train": dataset_train,
                            "dataset_valid": dataset_valid}
         iterator_valid = (None if dataset_valid is None
