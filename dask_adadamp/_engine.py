@@ -200,6 +200,7 @@ class FitSession:
         self._has_spec = set()
         self._recovered = False
         self._paths = tree.PathChooser(tree_policy())
+        call_timeout()  # a bad value is refused before any cluster work
         # (update number, fraction, mean loss) evaluated in an update's calls
         # for the schedule's next ask (the estimator sets and reads it).
         self.ridden_loss = None
