@@ -9,8 +9,10 @@ in the update it lost it.
 import os
 import random
 import signal
+import sys
 import time
 
+import cloudpickle
 import dask
 import dask.array as da
 import numpy as np
@@ -198,6 +200,29 @@ def test_a_worker_killed_while_the_data_is_placed(reference, new_cluster, monkey
     assert torch.equal(weights(est), reference)
 
 
+def test_a_failed_placement_leaves_no_key_while_its_exception_lives(client, monkeypatch):
+    """The rows of 500 shards go out in several batches; the third fails."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(32_000, 64)).astype("float32")
+    y = (X[:, 0] > 0).astype("int64")
+    monkeypatch.setattr("dask_adadamp._shards.SCATTER_BYTES", 2**20)
+    original, calls = client.scatter, []
+
+    def scatter(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise MemoryError("no room for these rows")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(client, "scatter", scatter)
+    with pytest.raises(MemoryError, match="no room") as info:
+        make_classifier(client=client, grads_per_worker=8, max_epochs=1).fit(X, y)
+    monkeypatch.undo()
+    assert len(calls) == 3  # two batches had been placed
+    assert adadamp_keys(client) == []
+    assert info.value is not None  # the exception outlived the check
+
+
 def test_after_every_worker_is_killed_the_next_fit_trains(reference, new_cluster):
     """The nannies restart the workers under new addresses; the scheduler
     may still list the dead ones when the fit starts."""
@@ -213,6 +238,37 @@ def test_after_every_worker_is_killed_the_next_fit_trains(reference, new_cluster
         assert adadamp_keys(client) == []
     assert all(process_state(pid) is None for pid in old.values())
     assert torch.equal(weights(est), reference)
+
+
+class FailsInTraining(torch.nn.Module):
+    """Fits the data on the client's checks (eval mode), fails on a worker."""
+
+    def __init__(self, n_features=64, hidden=None):
+        super().__init__()
+        self.linear = torch.nn.Linear(n_features, 2)
+
+    def forward(self, X):
+        if self.training:
+            raise RuntimeError("this module fails in training")
+        return self.linear(X)
+
+
+def test_after_every_worker_is_killed_a_failing_model_raises_its_own_error(new_cluster):
+    X, y = data()
+    cluster = new_cluster(2, processes=True)
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        with Client(cluster) as client:
+            client.wait_for_workers(2, timeout=60)
+            old = pids(client)
+            for pid in old.values():
+                os.kill(pid, signal.SIGKILL)
+            with pytest.raises(RuntimeError, match="fails in training"):
+                make_classifier(client=client, module=FailsInTraining, **KWARGS).fit(X, y)
+            assert not set(old) & set(client.nthreads())
+            assert adadamp_keys(client) == []
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
 
 def test_a_chaos_run_keeps_its_bits(reference, new_cluster):
