@@ -219,18 +219,24 @@ class Shards:
                     self.worker_lost(target)
             raw.clear()
 
-        for i in shards:
-            target = workers[i % len(workers)]
-            where[target].append(i)
-            rows = self.ids[i]
-            shard_X = raw[target][f"adadamp-rows-X-{self.token}-{i}-{gen}"] = X[rows]
-            raw[target][f"adadamp-rows-y-{self.token}-{i}-{gen}"] = y[rows]
-            pending += shard_X.nbytes
-            # In batches: the client never holds a second copy of all the data.
-            if pending > SCATTER_BYTES:
-                send()
-                pending = 0
-        send()
+        try:
+            for i in shards:
+                target = workers[i % len(workers)]
+                where[target].append(i)
+                rows = self.ids[i]
+                shard_X = raw[target][f"adadamp-rows-X-{self.token}-{i}-{gen}"] = X[rows]
+                raw[target][f"adadamp-rows-y-{self.token}-{i}-{gen}"] = y[rows]
+                pending += shard_X.nbytes
+                # In batches: the client never holds a second copy of all the data.
+                if pending > SCATTER_BYTES:
+                    send()
+                    pending = 0
+            send()
+        except BaseException:
+            # The rows sent so far: their futures would outlive the fit in
+            # the exception's frames (send's closure keeps this dict).
+            scattered.clear()
+            raise
         sent = [i for target, mine in where.items() for i in mine
                 if f"adadamp-rows-y-{self.token}-{i}-{gen}" in scattered
                 and f"adadamp-rows-X-{self.token}-{i}-{gen}" in scattered]
