@@ -24,10 +24,14 @@ Examples
 >>> release(client)
 >>> client.close(); cluster.close()
 """
+import asyncio
 import threading
 import time
 
 TOPIC = "all"
+# Seconds after subscribing at which the membership asks the scheduler
+# once more (see Membership.__init__).
+SETTLE_S = 0.5
 
 _shared = {}
 _lock = threading.Lock()
@@ -56,37 +60,63 @@ class Membership:
         self.version = 0
         self._users = 0
         self._added = set()
+        # The handler runs on the client's event loop, readers in the fit's
+        # thread: every read and change of the sets under the lock.
+        self._lock = threading.Lock()
         self._chained = client._event_handlers.get(TOPIC)
         client.subscribe_topic(TOPIC, self._on_event)
-        # After subscribing: a change from here on is an event, whichever
-        # comes first (removals are sticky, so order does not matter).
+        # Removals are sticky, so the order of snapshot and events does not
+        # matter for them. An arrival can fall between the snapshot and the
+        # moment the subscription reaches the scheduler (it travels in the
+        # client's batched stream, the snapshot in a call of its own): a
+        # second snapshot, a moment later, catches it.
         self._snapshot = set(client.nthreads())
+        client.loop.add_callback(self._resnapshot, SETTLE_S)
 
     @property
     def live(self):
-        return (self._snapshot | self._added) - self.removed
+        with self._lock:
+            return (self._snapshot | self._added) - self.removed
 
     def _on_event(self, event):
         _, msg = event
         if isinstance(msg, dict) and "worker" in msg:
             action = msg.get("action")
-            if action == "add-worker" and msg["worker"] not in self.removed:
-                self._added.add(msg["worker"])
-                self.arrivals.append((time.monotonic(), msg["worker"]))
-                self.version += 1
-            elif action == "remove-worker":
-                self.removed.add(msg["worker"])
-                self.version += 1
+            with self._lock:
+                if action == "add-worker" and msg["worker"] not in self.removed:
+                    self._added.add(msg["worker"])
+                    self.arrivals.append((time.monotonic(), msg["worker"]))
+                    self.version += 1
+                elif action == "remove-worker":
+                    self.removed.add(msg["worker"])
+                    self.version += 1
         if self._chained is not None:
             return self._chained(event)
         return None
 
+    def _update(self, snapshot):
+        with self._lock:
+            new = set(snapshot) - self.live_unlocked()
+            self._snapshot = set(snapshot)
+            self._added -= self._snapshot
+            now = time.monotonic()
+            self.arrivals.extend((now, addr) for addr in sorted(new))
+            self.version += 1
+
+    def live_unlocked(self):
+        return (self._snapshot | self._added) - self.removed
+
+    async def _resnapshot(self, delay):
+        await asyncio.sleep(delay)
+        try:
+            self._update(await self.client.scheduler.ncores())
+        except Exception:  # a client closing: nothing to learn
+            pass
+
     def refresh(self):
         """Ask the scheduler once (a round trip): for a scheduler that
         still lists a worker whose process is gone, or events delayed."""
-        self._snapshot = set(self.client.nthreads())
-        self._added -= self._snapshot
-        self.version += 1
+        self._update(self.client.nthreads())
         return self.live
 
     def close(self):
