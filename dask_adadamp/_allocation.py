@@ -128,7 +128,8 @@ def future_sizes(damper, updates, epochs, rows_left, n_train, max_batch_size=Non
     asked_at = getattr(damper, "asked_at_", None)
     from ._damper_base import Progress
     while last_epoch is None or epochs <= last_epoch:
-        if asked_at is None or updates - asked_at >= dwell:  # BaseDamper.ask
+        # BaseDamper.ask (a state from a later update than this: stale)
+        if asked_at is None or not 0 <= updates - asked_at < dwell:
             size = damper.batch_size(Progress(updates=updates, epochs=epochs,
                                               n_train=n_train))
             requested, asked_at = math.ceil(min(max(size, 1), 2**62)), updates

@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 #: Worker (Nanny) states of a SpecCluster entry whose process is gone for
 #: good: retired, closed, failed. A nanny restarting its worker stays running.
 GONE = {"closing", "closed", "closing_gracefully", "failed", "error"}
+#: While a scale-up waits, the scheduler is asked for its workers at most
+#: this often (seconds), in case an event was missed.
+POLL_S = 1.0
 
 
 class Scaler:
@@ -99,7 +102,8 @@ class Scaler:
         self.cluster = getattr(client, "cluster", None)
         self.adaptive = self.wanted = None
         self._pending, self._lags, self._spu, self._sizes = [], [], [], []
-        self._all_lags, self._last, self._checked = [], None, None
+        self._all_lags, self._last = [], None
+        self._polled = time.monotonic()
         self._future = self._gen = None
         self._passive = damper is not None and not damper.needs_finite
         self._calls, self._low = 0, None  # (since, calls then, highest target)
@@ -208,10 +212,9 @@ class Scaler:
             return self._apply(target, now)
         if target == self.asked:
             self._low = None
-            if self.adaptive is None and self.members.version != self._checked:
-                self._checked = self.members.version
-                if self._gone_names():
-                    return self._apply(target, now)  # a lost worker: replace it
+            if (self.adaptive is None and not self._pending
+                    and len(self.members.live) < self.asked and self._gone_names()):
+                return self._apply(target, now)  # a lost worker: replace it
             return False
         since, calls, highest = self._low or (now, self._calls, target)
         self._low = (since, calls, max(highest, target))
@@ -273,6 +276,12 @@ class Scaler:
     def arrivals(self):
         """The live workers (sorted) when they changed since the last call,
         else None. From the scheduler's events: all of them, no round trip."""
+        now = time.monotonic()
+        if self._pending and now - self._polled >= POLL_S:
+            # Events can miss a worker that came while the subscription was
+            # on its way to the scheduler: while workers are awaited, ask.
+            self._polled = now
+            self.members.refresh()
         if self.members.version == self._version:
             return None
         self._version = self.members.version
