@@ -203,6 +203,10 @@ class Scaler:
             future.append(entry)
             if len(future) > horizon:
                 break
+        if future and future[0][1] != size:
+            # The replay does not run as the fit does (a schedule of the
+            # user's with state of its own): project instead of replaying.
+            raise ValueError(f"replayed size {future[0][1]}, the fit's {size}")
         return [s for _, s in future[1:horizon + 1]]
 
     def _decide(self, target, now):
