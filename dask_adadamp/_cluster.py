@@ -3,16 +3,14 @@ device, its size while the batch grows (:class:`Scaler`), and the worker
 thread a fit run by a task gives up meanwhile."""
 import atexit
 import logging
-import math
 import os
-import warnings
 from contextlib import contextmanager
 
 import torch
 from distributed import Client, LocalCluster, get_worker, rejoin, secede
 
 from . import _worker as worker
-from .exceptions import NoClusterManagerWarning
+from ._scaler import Scaler  # noqa: F401 (cluster.Scaler)
 
 logger = logging.getLogger(__name__)
 
@@ -113,80 +111,3 @@ def check_device(client, device):
             f"device={device!r} is not available on the workers "
             f"{missing or '(there are none)'}; use device='cpu', or workers "
             "with that device (e.g. dask_cuda.LocalCUDACluster for 'cuda')")
-
-
-class Scaler:
-    """Hold a cluster at the number of workers an update's batch asks for.
-
-    ``request(B)`` asks the cluster manager behind the client
-    (``client.cluster``: LocalCluster, dask-jobqueue, dask-kubernetes,
-    anything with ``.scale``) for ``clip(ceil(B / grads_per_worker),
-    min_workers, max_workers)`` workers. It does not wait for them: the
-    fit trains on the workers it has and spreads its shards to new ones as
-    they arrive (:meth:`FitSession.follow`). Workers are retired before the
-    cluster closes them, so that their data moves first. ``close()`` gives
-    the cluster back at the size it was found.
-
-    Parameters
-    ----------
-    client : distributed.Client
-    grads_per_worker : int
-    min_workers, max_workers : int or None
-    """
-
-    def __init__(self, client, grads_per_worker, min_workers=None, max_workers=None):
-        self.client = client
-        self.grads_per_worker = grads_per_worker
-        self.low = min_workers or 1
-        self.high = max_workers or math.inf
-        self.cluster = getattr(client, "cluster", None)
-        self.target = self._seen = None
-        if self.cluster is None or not hasattr(self.cluster, "scale"):
-            warnings.warn(
-                "min_workers/max_workers need a cluster manager behind the client "
-                "(client.cluster), and this client has none; training on the "
-                f"{len(client.nthreads())} workers that exist", NoClusterManagerWarning,
-                stacklevel=3)
-            self.cluster = None
-            self.found = None
-        else:
-            self.found = self._size()
-
-    def _size(self):
-        spec = getattr(self.cluster, "worker_spec", None)
-        return len(spec) if spec is not None else len(self.client.nthreads())
-
-    def request(self, batch_size):
-        """Ask for the workers ``batch_size`` needs; True if that changed."""
-        target = max(self.low, min(self.high, math.ceil(batch_size / self.grads_per_worker)))
-        if self.cluster is None or target == self.target:
-            return False
-        self._scale(target)
-        self.target = target
-        return True
-
-    def _scale(self, n):
-        spec = getattr(self.cluster, "worker_spec", None)
-        if spec is not None and n < len(spec):
-            # SpecCluster.scale closes its newest workers without retiring
-            # them (their data would be lost): retire those first.
-            self.client.retire_workers(names=list(spec)[n:], close_workers=False)
-        self.cluster.scale(n)
-
-    def arrivals(self):
-        """The workers there are now, while the cluster is not yet at the
-        size asked for (one call to the scheduler); else None."""
-        if self.cluster is None or self.target is None or self._seen == self.target:
-            return None
-        workers = list(self.client.scheduler_info()["workers"])
-        self._seen = len(workers)
-        return workers
-
-    def close(self):
-        """Give the cluster back at the size it was found."""
-        if self.cluster is not None and self.target is not None:
-            try:
-                self._scale(self.found)
-            except Exception:  # never hide the error that ended the fit
-                logger.warning("could not scale the cluster back to %d workers",
-                               self.found, exc_info=True)

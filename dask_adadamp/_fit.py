@@ -70,7 +70,14 @@ class Fit:
         while sampler.remaining:
             size = self.batch_size()
             if scaler is not None:
-                scaler.request(size)
+                # Ahead of need: the scaler replays the schedule from here,
+                # and learns the updates' cost from the previous record.
+                record = self.record
+                spu = (record["batch_size"] / record["examples_per_s"]
+                       if record else None)
+                scaler.request(size, updates=self.update_number(), epochs=epoch,
+                               rows_left=sampler.remaining, seconds_per_update=spu,
+                               measured=record)
                 # Spread the shards over workers that arrived (or are gone);
                 # the update does not wait for workers still starting.
                 workers = scaler.arrivals()

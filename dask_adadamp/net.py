@@ -259,9 +259,12 @@ class DaskNetMixin:
                            "dataset_valid": dataset_valid}
         iterator_valid = (None if dataset_valid is None
                           else self.get_iterator(dataset_valid, training=False))
-        scaler = (cluster.Scaler(client, self.grads_per_worker, self.min_workers,
-                                self.max_workers)
-                  if self.min_workers or self.max_workers else None)
+        scaler = (cluster.Scaler(
+            client, self.grads_per_worker, self.min_workers, self.max_workers,
+            damper=self.damper_, max_batch_size=self.max_batch_size,
+            n_train=None if math.isnan(X_train.shape[0]) else X_train.shape[0],
+            last_epoch=len(self.history) + epochs - 1)
+            if self.min_workers or self.max_workers else None)
         monitor = self._monitor(client, spec.token, X_train)
         status = "failed"
         try:

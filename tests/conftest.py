@@ -14,7 +14,9 @@ Clusters:
   closed after it, for tests that disturb the cluster (kill a worker
   process, scale it, close its client). ``processes=True`` only where the
   test needs worker processes: a worker to kill, or code to pickle to
-  another interpreter.
+  another interpreter;
+- ``slow_cluster(n, seconds)``: a ``new_cluster`` whose workers take
+  ``seconds`` to start, as from a job queue.
 """
 import subprocess
 import sys
@@ -92,6 +94,24 @@ def new_cluster():
     yield make
     for cluster in made:
         cluster.close()
+
+
+@pytest.fixture
+def slow_cluster(new_cluster):
+    """``slow_cluster(n, seconds, processes=True)``: a cluster of the test's
+    own whose workers each take ``seconds`` more to start (a worker preload
+    that waits before the worker registers), a stand-in for a job queue;
+    closed when the test ends.
+
+    Worker processes add their own start (spawn, imports): about 1.5 s on
+    an idle 2-core machine, 6-8 s while a fit keeps its cores busy.
+    In-process workers (``processes=False``) take ``seconds`` and little
+    more, for tests that need the delay known."""
+    def make(n_workers, seconds, processes=True):
+        return new_cluster(n_workers, processes=processes,
+                           preload=[helpers.slow_start(seconds)])
+
+    return make
 
 
 @pytest.fixture

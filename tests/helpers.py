@@ -43,6 +43,15 @@ def adadamp_keys(client, timeout=10):
     return left
 
 
+def slow_start(seconds):
+    """A worker ``preload`` (the text of a module) whose ``dask_setup``
+    waits ``seconds`` before the worker registers: a worker that takes as
+    long to come as one from a job queue, in a LocalCluster."""
+    return ("import asyncio\n"
+            "async def dask_setup(worker):\n"
+            f"    await asyncio.sleep({float(seconds)!r})\n")
+
+
 class DiesOnCue(MLP):
     """An MLP whose forward pass, in training, exits its worker process the
     first time a cue file exists (the process that removes it dies).
