@@ -63,7 +63,8 @@ class Membership:
         # The handler runs on the client's event loop, readers in the fit's
         # thread: every read and change of the sets under the lock.
         self._lock = threading.Lock()
-        self._chained = client._event_handlers.get(TOPIC)
+        chained = client._event_handlers.get(TOPIC)
+        self._chained = None if chained is _ignore else chained
         client.subscribe_topic(TOPIC, self._on_event)
         # Removals are sticky, so the order of snapshot and events does not
         # matter for them. An arrival can fall between the snapshot and the
@@ -128,8 +129,13 @@ class Membership:
                     self.client.unsubscribe_topic(TOPIC)
                 except Exception:  # a closed client: nothing to undo
                     pass
-                # The client tells the scheduler but keeps the handler.
-                self.client._event_handlers.pop(TOPIC, None)
+                # Events already on their way still find a handler: without
+                # one, the client raises in its report loop.
+                self.client._event_handlers[TOPIC] = _ignore
+
+
+def _ignore(event):
+    """The handler left behind once unsubscribed."""
 
 
 def acquire(client):
