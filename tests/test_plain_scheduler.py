@@ -161,6 +161,13 @@ def test_fits_on_a_scheduler_without_torch_skorch_or_dask_adadamp(
     for kind, est in fitted.items():
         assert len(est.history) == 2, kind
         assert torch.equal(weights(est), weights(expected[kind])), kind
+    # Prediction and scoring of dask inputs run there too (the net travels
+    # to the workers as bytes, not as an object the scheduler unpickles).
+    est = fitted["dask"]
+    Xd, yd = _dask_inputs(X, y)
+    np.testing.assert_array_equal(est.predict(Xd).compute(), est.predict(X))
+    assert est.score(Xd, yd) == pytest.approx(est.score(X, y))
+    assert plain_client.run_on_scheduler(_hidden_imported) == []
 
 
 def test_the_dashboard_degrades_at_once(plain_cluster):
