@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import cloudpickle
 import dask.array as da
@@ -99,7 +100,6 @@ def plain_cluster(tmp_path_factory):
 
 
 def _repo():
-    from pathlib import Path
     return Path(__file__).resolve().parents[1]
 
 
