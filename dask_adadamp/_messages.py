@@ -32,10 +32,28 @@ KINDS = ("start", "updates", "epoch", "end")
 STATUSES = ("finished", "failed")
 # "epochs": epochs done at the end of the update, fractional (the x axis of
 # the page's "epochs" view); "epoch": the epoch the update belongs to.
+#
+# The resource bill (every column optional, as all are: a message without
+# them is taken, its rows get None):
+# "workers_wanted": workers the update's batch needs; "workers_asked": the
+# size the cluster was asked for; "workers_present": workers in the cluster
+# during the update; "n_workers": workers the update used; "worker_s":
+# worker-seconds held during the update (present x its wall-clock seconds);
+# "worker_s_total": the same summed over the fit so far (the monitor adds
+# it, so thinning the rows keeps it right); "short": 1 if the update ran on
+# fewer workers than it wanted, else 0.
 UPDATE_COLUMNS = ("update", "epoch", "epochs", "time", "batch_size", "lr",
                   "n_workers", "loss", "examples_per_s", "signal",
-                  "compute_ms", "comm_ms")
-EPOCH_COLUMNS = ("epoch", "model_updates", "train_loss", "valid_loss", "dur")
+                  "compute_ms", "comm_ms",
+                  "workers_wanted", "workers_asked", "workers_present",
+                  "worker_s", "worker_s_total", "short")
+# Per epoch: "worker_s", worker-seconds held; "updates_short", updates run
+# short of workers; "scale_ups", scale-ups completed, and their lags from
+# request to arrival in seconds: "scale_lag_s" (mean) and
+# "scale_lag_max_s" (the longest).
+EPOCH_COLUMNS = ("epoch", "model_updates", "train_loss", "valid_loss", "dur",
+                 "worker_s", "updates_short", "scale_ups", "scale_lag_s",
+                 "scale_lag_max_s")
 WORKER_FIELDS = ("calls", "compute_ms", "comm_ms")
 FIELDS = frozenset({"fit", "kind", "name", "info", "client", "updates",
                     "epochs", "workers", "signal_name", "status"})
@@ -51,8 +69,8 @@ MAX_WORKERS = 1024     # workers of one fit
 MAX_MESSAGE_ROWS = 2000
 # What one message may weigh, bounded from lengths alone: 9 bytes a number
 # (msgpack's most), the longest allowed text for each info item and worker.
-# The largest a monitor sends (2000 rows of every column, 1024 workers) is
-# about 0.5 MB by this count.
+# The largest a monitor sends (2000 rows of every column of both tables,
+# 1024 workers, 32 info items) is about 0.75 MB by this count.
 MAX_MESSAGE_BYTES = 2**20
 NUMBER_BYTES = 9
 _INT_LIMIT = 2**63  # msgpack's; larger ints come only from a direct call

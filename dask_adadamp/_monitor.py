@@ -22,8 +22,12 @@ from .exceptions import DashboardOffWarning
 # The logger the dashboard always had, wherever its code lives.
 logger = logging.getLogger("dask_adadamp.dashboard")
 
-# "time" is added by the monitor: seconds since the fit started.
-_RECORD_COLUMNS = tuple(c for c in UPDATE_COLUMNS if c != "time")
+# Added by the monitor: "time", seconds since the fit started, and
+# "worker_s_total", the worker-seconds of the fit's updates so far.
+_RECORD_COLUMNS = tuple(c for c in UPDATE_COLUMNS if c not in ("time", "worker_s_total"))
+# Epoch columns the monitor derives from the record's "scale_lags_s" (the
+# lags of the epoch's completed scale-ups, a list).
+_LAG_COLUMNS = ("scale_ups", "scale_lag_s", "scale_lag_max_s")
 FLUSH_INTERVAL = 0.5  # seconds between two sends of buffered update rows
 
 # Registration costs a round trip and its outcome does not change for a
@@ -55,11 +59,35 @@ def _value(x):
 
 
 def _number(x):
-    """``x`` as a row value: a number or None (the plugin takes no other)."""
+    """``x`` as a row value: a number or None (the plugin takes no other);
+    a bool is 1 or 0."""
+    if type(x) is bool:
+        return int(x)
     x = _value(x)
     if type(x) is int and not -2**63 <= x < 2**63:
         return float(x)  # msgpack's ints have 64 bits
     return x if type(x) in (int, float) else None
+
+
+def _lags(lags):
+    """The epoch columns of a list of scale-up lags (seconds); ``{}`` when
+    there is no list.
+
+    >>> _lags([2.0, 4.0])
+    {'scale_ups': 2, 'scale_lag_s': 3.0, 'scale_lag_max_s': 4.0}
+    >>> _lags([])
+    {'scale_ups': 0, 'scale_lag_s': None, 'scale_lag_max_s': None}
+    """
+    if lags is None:
+        return {}
+    try:
+        lags = [_number(lag) for lag in list(lags)[:messages.MAX_MESSAGE_ROWS]]
+    except TypeError:
+        return {}
+    lags = [lag for lag in lags if lag is not None]
+    return {"scale_ups": len(lags),
+            "scale_lag_s": sum(lags) / len(lags) if lags else None,
+            "scale_lag_max_s": max(lags, default=None)}
 
 
 def _clip(text, limit):
@@ -134,6 +162,7 @@ class FitMonitor:
         self._epochs = {c: [] for c in EPOCH_COLUMNS}
         self._signal_name = None
         self._workers = {}  # address -> [calls, round trip s, compute s]
+        self._worker_s = 0.0  # worker-seconds of the updates so far
         self.enabled = _ensure_plugin(client)
         try:
             info = dict(list((info or {}).items())[:messages.MAX_INFO_ITEMS])
@@ -161,8 +190,12 @@ class FitMonitor:
             optionally ``signal_name`` (``"loss_ratio"`` or
             ``"noise_scale"``) with ``signal``, ``compute_ms`` and
             ``comm_ms`` (the slowest worker's compute and the rest of the
-            update's calls). Missing keys, and values that are not
-            numbers, become None.
+            update's calls), and the resource bill: ``workers_wanted``,
+            ``workers_asked``, ``workers_present``, ``worker_s``
+            (worker-seconds held during the update) and ``short`` (bool).
+            Missing keys, and values that are not numbers, become None;
+            the monitor adds ``worker_s_total``, the sum of ``worker_s``
+            over the fit's updates so far.
         workers : dict, optional
             ``{address: [round trip ms, compute ms]}`` of the update's
             calls; the page shows each worker's means over the fit.
@@ -177,6 +210,11 @@ class FitMonitor:
             for column in _RECORD_COLUMNS:
                 rows[column].append(_number(record.get(column)))
             rows["time"].append(now - self._started)
+            worker_s = rows["worker_s"][-1]
+            if worker_s is not None:
+                self._worker_s += worker_s
+            rows["worker_s_total"].append(
+                self._worker_s if worker_s is not None else None)
             for addr, (rtt, compute) in (workers or {}).items():
                 addr = _clip(str(addr), messages.MAX_TEXT_CHARS)
                 if (addr not in self._workers
@@ -201,13 +239,19 @@ class FitMonitor:
         ----------
         record : dict
             ``epoch``, ``model_updates``, ``train_loss``, ``valid_loss``
-            (may be None) and ``dur`` (seconds).
+            (may be None) and ``dur`` (seconds); optionally ``worker_s``
+            (worker-seconds held), ``updates_short`` (updates run short of
+            the workers wanted) and ``scale_lags_s`` (the lags, in seconds,
+            of the scale-ups completed in the epoch), sent as
+            ``scale_ups`` (their count), ``scale_lag_s`` (mean) and
+            ``scale_lag_max_s``.
         """
         if not self.enabled or self.closed:
             return
         try:
             if len(self._epochs["epoch"]) >= messages.MAX_MESSAGE_ROWS:
                 self.flush()
+            record = {**record, **_lags(record.get("scale_lags_s"))}
             for column in EPOCH_COLUMNS:
                 self._epochs[column].append(_number(record.get(column)))
         except Exception:

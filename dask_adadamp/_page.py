@@ -18,6 +18,9 @@ from ._messages import EPOCH_COLUMNS, MAX_NAME_CHARS, UPDATE_COLUMNS
 logger = logging.getLogger(__name__)
 
 PAGE_INTERVAL = 500  # ms between two refreshes of an open page
+# The page's update columns: the rows', and "short_at" (the workers an
+# update used where it ran short, else NaN: the red dots).
+_UPDATE_SOURCE = UPDATE_COLUMNS + ("short_at",)
 LOG_INTERVAL = 60  # seconds: at most one log line about failed refreshes
 
 
@@ -112,7 +115,7 @@ class AdadampPage:
         self._last_error = -math.inf
         self.sent = {"updates": (0, 0), "epochs": (0, 0)}  # (version, rows)
         self.sources = {
-            "updates": ColumnDataSource({c: [] for c in UPDATE_COLUMNS},
+            "updates": ColumnDataSource({c: [] for c in _UPDATE_SOURCE},
                                         name="adadamp-updates"),
             "epochs": ColumnDataSource({c: [] for c in EPOCH_COLUMNS},
                                        name="adadamp-epochs"),
@@ -153,14 +156,32 @@ class AdadampPage:
                                          color=color, line_width=2,
                                          legend_label=label))
         times.legend.location = "top_right"
+        # The resource bill: the workers the batch wanted, the size the
+        # cluster was asked for, the workers it had and those the update
+        # used; a red dot on "used" where the update ran short.
+        workers = self._figure("Workers", "update", x_range=x_range)
+        for y, color, dash, label in (
+                ("workers_wanted", "#9467bd", "dashed", "wanted"),
+                ("workers_asked", "#ff7f0e", "dotted", "asked"),
+                ("workers_present", "#7f7f7f", "solid", "present"),
+                ("n_workers", "#1f77b4", "solid", "used")):
+            self.lines.append(workers.line(
+                "update", y, source=self.sources["updates"], color=color,
+                line_dash=dash, line_width=2, legend_label=label))
+        self.lines.append(workers.scatter(
+            "update", "short_at", source=self.sources["updates"],
+            color="#d62728", size=5, legend_label="short"))
+        workers.legend.location = "top_left"
         self.plots = [
             batch,
             plot("Learning rate", "lr", x_range=x_range),
-            plot("Workers in use", "n_workers", x_range=x_range),
+            workers,
             plot("Training loss", "loss", x_range=x_range),
             plot("Examples per second", "examples_per_s", x_range=x_range),
             self.signal_plot,
             times,
+            plot("Worker-seconds held (cumulative)", "worker_s_total",
+                 x_range=x_range),
             epochs,
         ]
         self.workers = Div(text="", name="adadamp-workers",
@@ -265,6 +286,11 @@ class AdadampPage:
             start = 0  # thinned or another fit: send it whole
         # Floats, so that None (a gap) arrives as NaN; anything else too.
         new = {c: _floats(np.array, v[start:]) for c, v in table.columns.items()}
+        if name == "updates":
+            # Where the update ran short: its workers used, else a gap.
+            short = new.get("short", np.full(len(new["update"]), np.nan))
+            used = new.get("n_workers", np.full(len(short), np.nan))
+            new["short_at"] = np.where(short > 0, used, np.nan)
         if start:
             self.sources[name].stream(new)
         else:
@@ -280,9 +306,11 @@ class AdadampPage:
                            for k, v in info.items())
         n_updates = fit.updates.seen
         n_epochs = fit.epochs.seen
+        bill = _bill_text(fit)
         return (f"<b>{escape(_text(fit.name))}</b> &mdash; "
                 f"{escape(_text(fit.status))}, "
                 f"{n_updates} model updates, {n_epochs} epochs"
+                + (f"<br>{bill}" if bill else "")
                 + (f"<br>{extras}" if extras else ""))
 
     @staticmethod
@@ -300,6 +328,33 @@ class AdadampPage:
         return ("<b>Per worker</b> (means over the fit's calls)<table>"
                 "<tr><th>worker</th><th>calls</th><th>compute (ms)</th>"
                 "<th>communication (ms)</th></tr>" + rows + "</table>")
+
+
+def _bill_text(fit):
+    """The fit's resource bill, in a line: worker-seconds held, updates
+    short of workers and scale-ups with their lags; "" when the fit sends
+    none of it.
+
+    Worker-seconds are the last cumulative value the update rows hold; the
+    counts, the sums of the epochs done.
+    """
+    def numbers(table, column):
+        values = table.columns.get(column) or ()
+        return [v for v in values if type(v) in (int, float) and math.isfinite(v)]
+
+    parts = []
+    held = numbers(fit.updates, "worker_s_total")
+    if held:
+        parts.append(f"{held[-1]:.1f} worker-seconds held")
+    short = numbers(fit.epochs, "updates_short")
+    if short:
+        parts.append(f"{int(sum(short))} updates short of workers")
+    ups = numbers(fit.epochs, "scale_ups")
+    if ups:
+        lags = numbers(fit.epochs, "scale_lag_max_s")
+        longest = f", longest lag {max(lags):.1f} s" if lags else ""
+        parts.append(f"{int(sum(ups))} scale-ups{longest}")
+    return ", ".join(parts)
 
 
 def _ms(value):

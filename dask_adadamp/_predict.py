@@ -3,10 +3,14 @@
 As dask-ml's ``ParallelPostFit``: the fitted net predicts block by block on
 the workers, and a score comes back as one number.
 """
+import pickle
+
+import cloudpickle
 import dask
 import dask.array as da
 import numpy as np
 from sklearn.base import is_classifier
+from toolz import apply
 
 from ._prepare import unknown_rows
 
@@ -21,8 +25,15 @@ def predict_proba(net, X, predict_proba_local):
     # output's shape comes from one row of zeros.
     X = X.rechunk({axis: -1 for axis in range(1, X.ndim)})
     out = predict_proba_local(np.zeros((1,) + X.shape[1:], X.dtype))
-    return X.map_blocks(
-        _predict_proba_block, net, dtype=out.dtype,
+    # The scheduler unpickles every graph it is sent, and it need not have
+    # torch, skorch or dask_adadamp: the net goes as bytes, unpickled on a
+    # worker into its bound predict_proba, which each block's task applies
+    # (pickle.loads, getattr and toolz's apply: the scheduler has them).
+    method = dask.delayed(getattr, pure=True)(
+        dask.delayed(pickle.loads, pure=True)(cloudpickle.dumps(net)),
+        "predict_proba")
+    return da.map_blocks(
+        apply, method, X, dtype=out.dtype, token="predict_proba",
         drop_axis=list(range(1, X.ndim)), new_axis=list(range(1, out.ndim)),
         chunks=(X.chunks[0],) + tuple((n,) for n in out.shape[1:]),
         meta=np.empty((0,) + out.shape[1:], out.dtype))
@@ -45,10 +56,6 @@ def score(net, X, y, sample_weight=None):
         raise ValueError("sample_weight is not accepted with dask inputs to "
                          "a regressor's score; pass numpy arrays")
     return r2_score(y, y_pred)
-
-
-def _predict_proba_block(block, net):
-    return net.predict_proba(block)
 
 
 def r2_score(y, y_pred):

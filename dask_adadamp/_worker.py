@@ -300,9 +300,10 @@ def shards_loss(spec, weights, buffers, shards, rows):
     return sums
 
 
-def identity(x):
-    """Return ``x``: a task whose result is data it carries (a shard)."""
-    return x
+# A task whose result is data it carries (a shard): toolz's, not a function
+# of this module, so that the scheduler, which unpickles every task it is
+# sent, needs neither torch nor dask_adadamp for the fit's placement tasks.
+from toolz import identity  # noqa: E402,F401
 
 
 def has_device(device):

@@ -137,6 +137,13 @@ class DashboardFeed(Callback):
     callback (``callbacks__dashboard=None``) does not report to the
     scheduler at all.
 
+    With each update go the keys of the fit's update record that the
+    page has columns for (:data:`dask_adadamp.dashboard.UPDATE_COLUMNS`),
+    the resource bill included where the fit records it
+    (``workers_wanted``, ``workers_asked``, ``workers_present``,
+    ``worker_s``, ``short``); with each epoch, the history's epoch columns
+    (``worker_s``, ``updates_short`` among them) and ``scale_lags_s``.
+
     Examples
     --------
     >>> from dask_adadamp import DaskRegressor
@@ -165,4 +172,8 @@ class DashboardFeed(Callback):
         if fit is None or fit.monitor is None:
             return
         row = net.history[-1]
-        fit.monitor.epoch({key: row.get(key) for key in EPOCH_COLUMNS})
+        # The page's epoch columns, and the lags of the epoch's scale-ups
+        # (a list in the history; the monitor sends their count, mean and
+        # longest).
+        fit.monitor.epoch({key: row.get(key)
+                           for key in (*EPOCH_COLUMNS, "scale_lags_s")})

@@ -33,6 +33,21 @@ def epoch_record(epoch, updates):
             "dur": 0.5}
 
 
+def bill(i):
+    """An update's resource bill: the batch wants one more worker every
+    60 updates, the cluster follows 5 updates late; short while behind."""
+    wanted = min(4, 1 + i // 60)
+    present = min(4, 1 + max(i - 5, 0) // 60)
+    return {"workers_wanted": wanted, "workers_asked": wanted,
+            "workers_present": present, "n_workers": present,
+            "worker_s": present * 0.01, "short": present < wanted}
+
+
+def epoch_bill(updates_short, lags):
+    return {"worker_s": 0.5, "updates_short": updates_short,
+            "scale_lags_s": list(lags)}
+
+
 def get_json(url):
     with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
         return json.load(response)

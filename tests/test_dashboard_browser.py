@@ -93,7 +93,7 @@ class OpenPage(Callback):
     def on_epoch_end(self, net, **kwargs):
         if len(net.history) == 2:
             self.driver.get(self.url)
-            self.first = self.wait(lambda s: len(s["figures"]) == 8 and s["rows"] > 0)
+            self.first = self.wait(lambda s: len(s["figures"]) == 9 and s["rows"] > 0)
         elif len(net.history) == 4:
             # The page streams new rows in while the fit runs.
             self.later = self.wait(lambda s: s["epochs"] >= 3
@@ -114,8 +114,9 @@ def test_page_renders_live_in_a_browser(separate_cluster, separate_client,
                               callbacks=[("open_page", opener)]).fit(X, y)
         assert driver.title == "dask-adadamp"
         assert opener.first["figures"] == [
-            "Batch size", "Learning rate", "Workers in use", "Training loss",
-            "Examples per second", "Loss ratio", "Update time (ms)", "Loss per epoch"]
+            "Batch size", "Learning rate", "Workers", "Training loss",
+            "Examples per second", "Loss ratio", "Update time (ms)",
+            "Worker-seconds held (cumulative)", "Loss per epoch"]
         assert opener.first["info"].startswith("<b>DaskClassifier(MLP) ")
         assert "running" in opener.first["info"]
         # Each worker's calls, compute and communication, under the plots.
@@ -135,7 +136,9 @@ def test_page_renders_live_in_a_browser(separate_cluster, separate_client,
         # The x-axis switch: the per-update plots go from updates to epochs.
         driver.execute_script("Bokeh.documents[0].get_model_by_name("
                               "'adadamp-x-axis').active = 1")
-        opener.wait(lambda s: s["x"] == ["epochs"] * 8)
+        # 13 glyphs: 5 single-line plots, 2 time lines, 4 worker lines and
+        # the short-of-workers dots, the cumulative worker-seconds.
+        opener.wait(lambda s: s["x"] == ["epochs"] * 13)
         assert driver.save_screenshot(
             str(artifacts / "adadamp-dashboard-epochs.png"))
     finally:

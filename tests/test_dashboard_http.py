@@ -8,6 +8,8 @@ import pytest
 from helpers import make_classifier
 from dashboard_helpers import (
     TIMEOUT,
+    bill,
+    epoch_bill,
     epoch_record,
     fits_of,
     get_json,
@@ -148,14 +150,28 @@ def test_metrics_json_from_a_separate_scheduler(separate_cluster,
     assert fit["updates"]["update"] == list(range(1, 51))
     assert fit["updates"]["batch_size"][:3] == [32, 32, 32]
     assert fit["epochs"]["epoch"] == [1]
+    # Rows without the resource bill (as before it): null there.
+    assert fit["updates"]["workers_present"] == [None] * 50
+    assert fit["epochs"]["worker_s"] == [None]
 
-    for i in range(51, 61):
-        monitor.update(record(i))
+    for i in range(51, 71):  # with it, through a real scheduler
+        monitor.update({**record(i), **bill(i)})
+    monitor.epoch({**epoch_record(2, 70), **epoch_bill(5, [1.5, 2.5])})
     monitor.close()
     [fit] = fits_of(dashboard_url, monitor.fit_id)
     assert fit["status"] == "finished"
-    assert fit["updates"]["update"] == list(range(1, 61))
+    assert fit["updates"]["update"] == list(range(1, 71))
     assert fit["info"] == {"schedule": "AdaDamp(initial=32)", "n_train": 1000}
+    updates = fit["updates"]
+    for column in ("workers_wanted", "workers_asked", "workers_present", "worker_s"):
+        assert updates[column][50:] == [bill(i)[column] for i in range(51, 71)]
+    assert updates["short"][50:] == [int(bill(i)["short"]) for i in range(51, 71)]
+    assert updates["worker_s_total"][-1] == pytest.approx(
+        sum(bill(i)["worker_s"] for i in range(51, 71)))
+    assert {c: fit["epochs"][c] for c in (
+        "worker_s", "updates_short", "scale_ups", "scale_lag_s", "scale_lag_max_s")} == {
+        "worker_s": [None, 0.5], "updates_short": [None, 5], "scale_ups": [None, 2],
+        "scale_lag_s": [None, 2.0], "scale_lag_max_s": [None, 2.5]}
 
 
 class ReadMetrics(Callback):
@@ -220,6 +236,17 @@ def test_metrics_json_during_a_real_fit(separate_cluster, separate_client,
     assert fit["updates"]["epochs"] == sorted(fit["updates"]["epochs"])
     assert fit["epochs"]["train_loss"] == pytest.approx(
         est.history[:, "train_loss"], rel=1e-6)
+    # The resource bill, as the history has it (null where the fit records
+    # none of it).
+    for column in ("workers_wanted", "workers_asked", "workers_present", "worker_s"):
+        assert fit["updates"][column] == [b.get(column) for b in batches], column
+    assert fit["updates"]["short"] == [
+        None if b.get("short") is None else int(b["short"]) for b in batches]
+    for column in ("worker_s", "updates_short"):
+        assert fit["epochs"][column] == [e.get(column) for e in est.history], column
+    assert fit["epochs"]["scale_ups"] == [
+        None if e.get("scale_lags_s") is None else len(e["scale_lags_s"])
+        for e in est.history]
     # Where each update's time went, overall and per worker.
     assert fit["updates"]["compute_ms"] == [b["compute_ms"] for b in batches]
     assert fit["updates"]["comm_ms"] == [b["comm_ms"] for b in batches]

@@ -7,7 +7,7 @@ import warnings
 import msgpack
 import numpy as np
 import pytest
-from dashboard_helpers import epoch_record, record
+from dashboard_helpers import bill, epoch_bill, epoch_record, record
 
 from dask_adadamp import _messages as messages
 from dask_adadamp import _monitor, _plugin, dashboard
@@ -504,6 +504,71 @@ def test_registration_failure_warns_once_and_monitor_does_nothing():
     assert client.sent == []
 
 
+def test_the_resource_bill_goes_from_the_monitor_to_the_plugin(monkeypatch):
+    monkeypatch.setattr(_monitor, "FLUSH_INTERVAL", 3600)
+    client = FakeClient()
+    monitor = FitMonitor(client, "Net")
+    for i in range(1, 71):
+        monitor.update({**record(i), **bill(i)})
+    monitor.update(record(71))  # a record without the bill
+    monitor.epoch({**epoch_record(1, 71), **epoch_bill(6, [2.0, 4.0])})
+    monitor.epoch({**epoch_record(2, 71), **epoch_bill(0, [])})
+    monitor.epoch(epoch_record(3, 71))  # an epoch without it
+    monitor.close()
+    plugin = DashboardPlugin()
+    for topic, msg in client.sent:
+        plugin.log_event(topic, msg)
+    assert not plugin.refused
+    [fit] = plugin.metrics()["fits"]
+    updates, epochs = fit["updates"], fit["epochs"]
+    bills = [bill(i) for i in range(1, 71)]
+    for column in ("workers_wanted", "workers_asked", "workers_present",
+                   "worker_s"):
+        assert updates[column] == [b[column] for b in bills] + [None], column
+    assert updates["n_workers"][:70] == [b["n_workers"] for b in bills]
+    # A bool travels as 1 or 0 (msgpack and the checks take numbers only).
+    assert updates["short"] == [int(b["short"]) for b in bills] + [None]
+    assert sum(updates["short"][:70]) == 5  # updates 60-64
+    # Cumulative, added by the monitor.
+    assert updates["worker_s_total"][:70] == pytest.approx(
+        np.cumsum([b["worker_s"] for b in bills]))
+    assert updates["worker_s_total"][70] is None
+    assert epochs["worker_s"] == [0.5, 0.5, None]
+    assert epochs["updates_short"] == [6, 0, None]
+    assert epochs["scale_ups"] == [2, 0, None]
+    assert epochs["scale_lag_s"] == [3.0, None, None]
+    assert epochs["scale_lag_max_s"] == [4.0, None, None]
+    json.loads(messages.dumps(plugin.metrics()))
+
+
+def test_the_bill_columns_are_optional_and_bounded_as_the_others():
+    old = {"update": [1], "loss": [0.5], "n_workers": [1]}  # before the bill
+    assert messages.check({"fit": "f", "kind": "updates", "updates": old})
+    assert messages.check({"fit": "f", "kind": "epoch", "epochs": {
+        "epoch": [1], "worker_s": [1.5], "updates_short": [2],
+        "scale_ups": [1], "scale_lag_s": [0.4], "scale_lag_max_s": [0.4]}})
+    for table, column, values in (
+            ("updates", "short", [True]),           # a bool: the monitor sends 1
+            ("updates", "workers_present", ["2"]),
+            ("epochs", "scale_lag_s", [[1.0, 2.0]]),  # the monitor sends the mean
+            ("epochs", "scale_lags_s", [1.0]),       # not a column: derived ones are
+            ("updates", "worker_s", [0.1] * (messages.MAX_MESSAGE_ROWS + 1))):
+        with pytest.raises(messages.Refused):
+            messages.check({"fit": "f", "kind": "updates", table: {column: values}})
+    # The largest message a monitor sends, every column of both tables full,
+    # stays under the byte bound.
+    n = messages.MAX_MESSAGE_ROWS
+    msg = {"fit": "f", "kind": "epoch",
+           "updates": {c: [0.5] * n for c in messages.UPDATE_COLUMNS},
+           "epochs": {c: [0.5] * n for c in messages.EPOCH_COLUMNS},
+           "workers": {f"tcp://{i:0>192}:1": {"calls": 1, "compute_ms": 1.0,
+                                               "comm_ms": 1.0}
+                       for i in range(messages.MAX_WORKERS)},
+           "info": {f"{i:0>64}": "v" * messages.MAX_TEXT_CHARS
+                    for i in range(messages.MAX_INFO_ITEMS)}}
+    assert messages.check(msg)["kind"] == "epoch"
+
+
 # --- the page's components, without a server -----------------------------------
 
 def test_page_follows_the_latest_fit_and_streams_new_rows():
@@ -550,3 +615,41 @@ def test_page_follows_the_latest_fit_and_streams_new_rows():
     page.update()
     assert page.fit_id == "a"
     assert "running" in page.info.text
+
+
+def test_page_shows_the_resource_bill():
+    pytest.importorskip("bokeh")
+    plugin = DashboardPlugin()
+    page = dashboard.AdadampPage(plugin)
+    client = FakeClient()
+    monitor = FitMonitor(client, "Net")
+    for i in range(1, 71):
+        monitor.update({**record(i), **bill(i)})
+    monitor.epoch({**epoch_record(1, 70), **epoch_bill(5, [2.0, 4.5])})
+    for topic, msg in client.sent:
+        plugin.log_event(topic, msg)
+    page.update()
+    [workers] = [f for f in page.plots if f.title.text == "Workers"]
+    assert [item.label.value for item in workers.legend.items] == [
+        "wanted", "asked", "present", "used", "short"]
+    data = page.sources["updates"].data
+    short = [int(u) for u, y in zip(data["update"], data["short_at"])
+             if not np.isnan(y)]
+    assert short == [60, 61, 62, 63, 64]
+    assert list(data["short_at"][59:64]) == [1.0] * 5  # used: 1 of 2 wanted
+    assert "Worker-seconds held (cumulative)" in [f.title.text for f in page.plots]
+    assert data["worker_s_total"][-1] == pytest.approx(sum(
+        bill(i)["worker_s"] for i in range(1, 71)))
+    assert "worker-seconds held" in page.info.text
+    assert "5 updates short of workers" in page.info.text
+    assert "2 scale-ups, longest lag 4.5 s" in page.info.text
+    # Streamed rows get their dots too.
+    monitor.update({**record(71), **bill(71)})
+    monitor.update(record(72))  # without the bill: no dot, no error
+    monitor.close()
+    for topic, msg in client.sent[len(client.sent) - 1:]:
+        plugin.log_event(topic, msg)
+    page.update()
+    data = page.sources["updates"].data
+    assert list(data["update"][-2:]) == [71, 72]
+    assert np.isnan(data["short_at"][-1])
