@@ -300,12 +300,6 @@ def shards_loss(spec, weights, buffers, shards, rows):
     return sums
 
 
-# A task whose result is data it carries (a shard): toolz's, not a function
-# of this module, so that the scheduler, which unpickles every task it is
-# sent, needs neither torch nor dask_adadamp for the fit's placement tasks.
-from toolz import identity  # noqa: E402,F401
-
-
 def has_device(device):
     """Whether this worker process can compute on ``device``."""
     try:
