@@ -206,7 +206,7 @@ def phases(X, y, runs):
                       "prediction (dask)"):
             same = died = 0
             for _ in range(runs):
-                client.wait_for_workers(3, timeout=120)
+                _full(client, c)
                 if phase == "placement":
                     original = client.scatter
                     state = {}
@@ -258,6 +258,21 @@ def phases(X, y, runs):
                     os.remove(cue)
             results[phase] = {"runs": runs, "same": same, "killed": died}
     return results
+
+
+def _full(client, c, n=3, timeout=120):
+    """Wait until the scheduler has ``n`` workers again (nannies restart the
+    killed ones). A nanny whose worker was killed again while it started can
+    give up: its entry is then replaced. Not client.wait_for_workers, which
+    counts the cluster manager's possibly stale list."""
+    deadline = time.monotonic() + timeout
+    while len(client.nthreads()) < n and time.monotonic() < deadline:
+        time.sleep(0.1)  # polling another process's state
+        if time.monotonic() > deadline - timeout / 2 and len(c.worker_spec) == n:
+            c.scale(len(client.nthreads()))  # drops the dead entries first
+            c.scale(n)
+    if len(client.nthreads()) < n:
+        raise RuntimeError(f"the cluster did not come back to {n} workers")
 
 
 def _split():

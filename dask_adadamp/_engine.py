@@ -80,7 +80,7 @@ def tree_policy():
 #: factor times the slowest seconds per row of the fit's recent calls, times
 #: the rows of the call. A call that carries the model (a worker's first)
 #: or comes before any was timed gets the first-call deadline.
-CALL_TIMEOUT_FLOOR = 2.0
+CALL_TIMEOUT_FLOOR = 5.0
 CALL_TIMEOUT_FACTOR = 10
 FIRST_CALL_TIMEOUT = 30.0
 # The direct path brings one gradient per chunk back to the client; past
@@ -426,7 +426,7 @@ class FitSession:
         """Seconds a call of ``rows`` rows (gradient and loss) may take
         before its worker counts as stalled.
 
-        With ``adadamp.call-timeout="auto"`` (the default): ``2 s + 10 x``
+        With ``adadamp.call-timeout="auto"`` (the default): ``5 s + 10 x``
         the slowest seconds per row of the fit's last 32 calls ``x rows``,
         or 30 s for a call that carries the model (a worker's first, which
         builds it) or comes before any call was timed. A number (or
