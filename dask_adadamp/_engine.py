@@ -560,7 +560,7 @@ class FitSession:
         if self._paths.policy == "auto" and self._paths.summary():
             logger.info("fit %s: median round of calls by path: %s", self.token,
                         self._paths.summary())
-        if self._recovered:
+        if self._recovered or self.shards.retried:
             # The connection errors of lost workers keep frames, and through
             # them futures of the fit, in reference cycles: without a
             # collection the scheduler would keep those keys until Python's

@@ -46,6 +46,9 @@ RECOVER_TIMEOUT = 60
 # Rows gathered on the client before they are sent: the copies placement
 # makes (a shard's rows are not contiguous in X) stay this small.
 SCATTER_BYTES = 64 * 2**20
+# Seconds a scatter waits for its target to be running before the target
+# counts as lost for the fit.
+SCATTER_WAIT_S = 5
 # What a worker dying under a placement looks like to the client.
 PLACEMENT_ERRORS = (OSError, TimeoutError, asyncio.TimeoutError,
                     asyncio.CancelledError, FuturesCancelledError)
@@ -99,6 +102,9 @@ class Shards:
         self._dead = set()
         # Workers already in an update's history as lost (once each).
         self.reported = set()
+        # Whether placement failed and was made again (its errors' frames
+        # hold futures in reference cycles: FitSession.close collects them).
+        self.retried = False
         self.X = self._y = None
         # The rechunked arrays before persist and each shard's block: a block
         # on a worker that stalled is recomputed from them elsewhere.
@@ -180,6 +186,7 @@ class Shards:
             except PLACEMENT_ERRORS as exc:
                 logger.info("fit %s: placing %d shards failed (%r); placing "
                             "them again on live workers", self.token, len(todo), exc)
+                self.retried = True
                 self._refresh()
             todo = [i for i in todo if self.holders[i] not in self.live_workers()]
             if not todo:
@@ -211,8 +218,11 @@ class Shards:
         def send():
             for target, data in raw.items():
                 try:
+                    # The timeout bounds only the wait for the target to be
+                    # running (distributed polls the scheduler until then): a
+                    # worker that died or is closing is given up in seconds.
                     scattered.update(self.client.scatter(
-                        data, workers=[target], direct=True, timeout=recover_timeout()))
+                        data, workers=[target], direct=True, timeout=SCATTER_WAIT_S))
                 except PLACEMENT_ERRORS as exc:
                     logger.info("fit %s: sending rows to %s failed (%r)",
                                 self.token, target, exc)
