@@ -19,7 +19,7 @@ dask config changed (``distributed.comm.timeouts.connect`` 30 s,
   a fresh cluster, and the weights.
 * **Slow start.** A cluster whose workers take ``start_s`` seconds to start
   (a worker preload that sleeps: a stand-in for a job queue), GeoDamp
-  32 -> 64 -> 128 every 4 epochs on 12 copies of the digits,
+  32 -> 64 -> 128 every 8 epochs on 12 copies of the digits,
   ``min_workers=1, max_workers=3``: reactively (``adadamp.scale-lead: 0``),
   ahead with the lead learned in the fit (the default), and ahead with the
   lead given (``3 x start_s``): updates run short of the wanted workers,
@@ -327,10 +327,11 @@ def dask_setup(worker):
 """
 
 
-def slow_start(X, y, start_s, copies=12, delay=4):
+def slow_start(X, y, start_s, copies=12, delay=8):
     rng = np.random.default_rng(0)
-    # 12 x the digits (21,564 rows): batch 32 for 4 epochs (1 worker), 64 for
-    # 4 (2 workers), 128 for 4 (3): each rise several seconds into the fit
+    # 12 x the digits (21,564 rows): batch 32 for 8 epochs (1 worker), 64 for
+    # 8 (2 workers), 128 for 8 (3): the first rise about 20 s into the fit,
+    # later than a worker can come
     big_X = np.concatenate([X + rng.normal(0, 0.01, X.shape).astype("float32")
                             for _ in range(copies)])
     big_y = np.concatenate([y] * copies)
@@ -380,8 +381,9 @@ def run(quick=False, runs=10, start_s=10.0):
     departures = [departure(how, later, X, y) for how in kinds
                   for later in ((False,) if quick else (False, True))]
     return {"departures": departures, "phases": phases(X, y, runs),
-            "chaos": chaos(X, y, epochs=10 if quick else 40),
-            "slow_start": slow_start(X, y, 3.0 if quick else start_s),
+            "chaos": chaos(X, y, epochs=10 if quick else 150),
+            "slow_start": (slow_start(X, y, 3.0, delay=2) if quick
+                           else slow_start(X, y, start_s)),
             "start_s": 3.0 if quick else start_s}
 
 

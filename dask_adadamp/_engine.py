@@ -20,7 +20,7 @@ which workers left (:mod:`dask_adadamp._membership`), so a departed worker
 is never called (a call to its address would wait out distributed's 30 s
 connect timeout). A worker that is there but does not answer (a stopped
 process, a hung machine) has a deadline per call, derived from this fit's
-own calls (:meth:`FitSession.call_deadline`, dask config
+own calls (:mod:`dask_adadamp._deadlines`, dask config
 ``adadamp.call-timeout``): past it, the worker is dropped for the fit and
 its chunks are computed where their shards are placed again.
 """
@@ -32,17 +32,17 @@ import time
 import traceback
 import uuid
 import weakref
-from collections import defaultdict, deque
+from collections import defaultdict
 from typing import NamedTuple
 
 import dask
 import dask.array as da
 import numpy as np
-from dask.utils import parse_timedelta
 from distributed.core import clean_exception
 from distributed.protocol.serialize import to_serialize
 
 from . import _membership as membership, _tree as tree, _worker as worker
+from ._deadlines import Deadlines, within_deadlines
 from ._extension import WorkerExtension
 from ._shards import Shards, recover_timeout
 from .exceptions import NoWorkersError
@@ -76,42 +76,10 @@ def tree_policy():
         "tree, or None for never")
 
 
-#: A call's deadline, ``adadamp.call-timeout="auto"``: this floor plus this
-#: factor times the slowest seconds per row of the fit's recent calls, times
-#: the rows of the call. A call that carries the model (a worker's first)
-#: or comes before any was timed gets the first-call deadline.
-CALL_TIMEOUT_FLOOR = 5.0
-CALL_TIMEOUT_FACTOR = 10
-FIRST_CALL_TIMEOUT = 30.0
 # The direct path brings one gradient per chunk back to the client; past
 # this many chunks per worker the round goes through the tree, whose
 # workers add them up (a few gradients come back, whatever grads_per_worker).
 DIRECT_CHUNKS_PER_WORKER = 2
-
-
-def call_timeout():
-    """The ``adadamp.call-timeout`` dask config value: ``"auto"`` or seconds.
-
-    >>> import dask
-    >>> with dask.config.set({"adadamp.call-timeout": "5s"}):
-    ...     call_timeout()
-    5.0
-    >>> call_timeout()
-    'auto'
-    """
-    value = dask.config.get("adadamp.call-timeout", "auto")
-    if value == "auto":
-        return value
-    try:
-        seconds = float(parse_timedelta(value, default="s"))
-    except (TypeError, ValueError, KeyError):
-        seconds = float("nan")
-    if not seconds > 0:
-        raise ValueError(
-            f"dask config 'adadamp.call-timeout'={value!r} is not accepted; give "
-            "'auto' (derived from the fit's own calls), or a positive duration "
-            "such as 10 or '10s'")
-    return seconds
 
 
 def default_shard_rows(n_rows, grads_per_worker, max_workers=None, max_shards=64):
@@ -194,13 +162,10 @@ class FitSession:
         self.token = spec.token
         self.members = membership.acquire(client)
         self.shards = Shards(client, self.token, self.members)
-        # Seconds per row of the fit's recent calls (their deadlines).
-        self._rates = deque(maxlen=32)
-        self._answered_at = None  # time.monotonic() of the last answer
+        self.deadlines = Deadlines()
         self._has_spec = set()
         self._recovered = False
         self._paths = tree.PathChooser(tree_policy())
-        call_timeout()  # a bad value is refused before any cluster work
         # (update number, fraction, mean loss) evaluated in an update's calls
         # for the schedule's next ask (the estimator sets and reads it).
         self.ridden_loss = None
@@ -377,11 +342,9 @@ class FitSession:
                 mine_c, mine_l = plan[addr]
                 status = reply.get("status")
                 if status == "OK":
-                    self._answered_at = time.monotonic()
                     timing["workers"][addr] = (reply["rtt_s"], reply["compute_s"])
-                    rows = _rows(mine_c, mine_l)
-                    if rows and not reply.get("with_spec"):
-                        self._rates.append(reply["rtt_s"] / rows)
+                    self.deadlines.answered(reply["rtt_s"], _rows(mine_c, mine_l),
+                                            reply.get("with_spec", False))
                 elif status in ("lost", "stalled"):
                     if status == "lost":
                         logger.info("fit %s: call to %s failed (%s); recovering",
@@ -422,25 +385,8 @@ class FitSession:
         timing["wall_s"] = time.perf_counter() - start
         return nodes, meta, done_losses, timing
 
-    def call_deadline(self, rows, carries_model=False):
-        """Seconds a call of ``rows`` rows (gradient and loss) may take
-        before its worker counts as stalled.
-
-        With ``adadamp.call-timeout="auto"`` (the default): ``5 s + 10 x``
-        the slowest seconds per row of the fit's last 32 calls ``x rows``,
-        or 30 s for a call that carries the model (a worker's first, which
-        builds it) or comes before any call was timed. A number (or
-        ``"10s"``) is that many seconds for every call.
-        """
-        value = call_timeout()
-        if value != "auto":
-            return value
-        if carries_model or not self._rates:
-            return FIRST_CALL_TIMEOUT
-        return CALL_TIMEOUT_FLOOR + CALL_TIMEOUT_FACTOR * max(self._rates) * rows
-
     def _deadlines(self, plan):
-        return {addr: self.call_deadline(_rows(*plan[addr]), addr not in self._has_spec)
+        return {addr: self.deadlines.of(_rows(*plan[addr]), addr not in self._has_spec)
                 for addr in plan}
 
     def _message(self, addr, chunks, losses):
@@ -486,7 +432,8 @@ class FitSession:
             return reply
 
         tasks = {asyncio.ensure_future(call(a, *plan[a])): a for a in plan}
-        replies = await _within_deadlines(tasks, deadlines, self._answered_at)
+        replies = await within_deadlines(tasks, deadlines, self.deadlines.answered_at,
+                                         gone=self.members.removed.__contains__)
         return replies, got
 
     async def _call_tree(self, plan, weights, buffers, sq_norms, n, deadlines):
@@ -620,36 +567,6 @@ class GradientSums(NamedTuple):
 
 def _rows(chunks, losses):
     return sum(len(c[2]) for c in chunks) + sum(len(i[2]) for i in losses)
-
-
-async def _within_deadlines(tasks, deadlines, answered_at=None):
-    """Await the calls ``tasks`` (task -> address); a call past its
-    deadline is cancelled and reported ``"stalled"``, but only where the
-    cluster is otherwise moving: another call of the round answered, or a
-    call answered (at ``answered_at``, ``time.monotonic()``) less than a
-    deadline before this round began. When none has, the cluster as a
-    whole is slow (or the deadline too short), and waiting on is right, up
-    to ``adadamp.recover-timeout``."""
-    start = time.monotonic()
-    limit = start + recover_timeout()
-    due = {t: start + deadlines[a] for t, a in tasks.items()}
-    replies, pending = {}, set(tasks)
-    answered = answered_at is not None and start - answered_at < min(deadlines.values())
-    while pending:
-        now = time.monotonic()
-        wake = min([d for t, d in due.items() if t in pending and d > now] + [limit])
-        done, pending = await asyncio.wait(pending, timeout=max(0.0, wake - now),
-                                           return_when=asyncio.FIRST_COMPLETED)
-        for t in done:
-            replies[tasks[t]] = t.result()
-            answered = True
-        now = time.monotonic()
-        late = {t for t in pending if now >= due[t] and (answered or now >= limit)}
-        for t in late:
-            t.cancel()
-            replies[tasks[t]] = {"status": "stalled", "deadline_s": deadlines[tasks[t]]}
-        pending -= late
-    return {a: replies[a] for a in tasks.values()}
 
 
 def new_token():

@@ -13,7 +13,8 @@ the scaler asks for the workers the batch will need one *lead time* ahead:
   (:func:`projected_size`), never below the current size.
 - **Lead time.** Learned within the fit, from each scale-up request to the
   arrival of the workers asked (the scheduler's events, :mod:`._membership`);
-  dask config ``adadamp.scale-lead`` (:func:`scale_lead`). It is turned
+  dask config ``adadamp.scale-lead`` (:func:`scale_lead`); a later fit on
+  the same client starts from what an earlier one learned. It is turned
   into updates with the fit's measured seconds per update.
 - **Stable decisions.** Up at once; down only after the lower target held
   for the lead time and at least ``HOLD_UPDATES`` updates; workers are
@@ -28,6 +29,7 @@ import logging
 import math
 import time
 import warnings
+import weakref
 
 from . import _membership
 from ._allocation import (HOLD_UPDATES, Goodput, allocation, future_sizes,
@@ -39,6 +41,9 @@ logger = logging.getLogger(__name__)
 #: Worker (Nanny) states of a SpecCluster entry whose process is gone for
 #: good: retired, closed, failed. A nanny restarting its worker stays running.
 GONE = {"closing", "closed", "closing_gracefully", "failed", "error"}
+#: The lead time each client's fits learned (``adadamp.scale-lead: auto``):
+#: the next fit on the client starts from it rather than from the guess.
+_LEARNED = weakref.WeakKeyDictionary()
 #: While a scale-up waits, the scheduler is asked for its workers at most
 #: this often (seconds), in case an event was missed.
 POLL_S = 1.0
@@ -96,6 +101,9 @@ class Scaler:
         self.damper, self.n_train = damper, n_train
         self.max_batch_size, self.last_epoch = max_batch_size, last_epoch
         self.lead_s, self.learn = scale_lead()
+        if self.learn and client in _LEARNED:
+            # What an earlier fit on this client learned of its cluster.
+            self.lead_s = _LEARNED[client]
         self.goodput = Goodput(grads_per_worker) if allocation() == "goodput" else None
         self.members = _membership.acquire(client)
         self._version = self.members.version
@@ -376,4 +384,6 @@ class Scaler:
             logger.warning("could not scale the cluster back to %s workers",
                            self.found, exc_info=True)
         finally:
+            if self.learn and self._all_lags:
+                _LEARNED[self.client] = self.lead_s
             _membership.release(self.client)

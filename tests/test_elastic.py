@@ -21,7 +21,7 @@ import torch
 from distributed import Client
 from skorch.callbacks import Callback
 
-from dask_adadamp._engine import FIRST_CALL_TIMEOUT
+from dask_adadamp._deadlines import FIRST_CALL_TIMEOUT
 from helpers import adadamp_keys, make_classifier, weights
 
 # 48 updates of 32 examples on 768 rows: 4 epochs; one chunk per update
