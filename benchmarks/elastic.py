@@ -296,9 +296,12 @@ def chaos(X, y, every_s=5.0, epochs=40):
 
         def monkey():
             while not stop.wait(every_s):
-                try:
-                    pids = client.run(os.getpid)
-                except Exception:
+                # from the nannies: a broadcast could wait on the last victim
+                pids = {n.worker_address: n.process.process.pid
+                        for n in c.workers.values()
+                        if getattr(getattr(n, "process", None), "process", None)
+                        is not None and n.process.process.is_alive()}
+                if not pids:
                     continue
                 addr = chooser.choice(sorted(pids))
                 os.kill(pids[addr], signal.SIGKILL)

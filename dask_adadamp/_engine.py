@@ -305,8 +305,10 @@ class FitSession:
             # called: its shards are found or placed again first.
             live = set(self.shards.live_workers())
             holders = [h if h in live else None for h in self.shards.holders]
-            for addr in {h for h in self.shards.holders if h is not None} - live:
-                if addr not in self.shards.reported:  # it left since the last round
+            # A worker that held shards and left (its data moved away first,
+            # as a graceful close does, or not) is named once in the history.
+            for addr in self.shards.used - live:
+                if addr not in self.shards.reported:
                     self.shards.reported.add(addr)
                     timing["lost"].append(addr)
             plan = defaultdict(lambda: ([], []))

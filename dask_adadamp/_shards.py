@@ -100,8 +100,9 @@ class Shards:
         self._source = None
         self._generation = 0
         self._dead = set()
-        # Workers already in an update's history as lost (once each).
-        self.reported = set()
+        # Workers that held shards of the fit at some point, and those of them
+        # already in an update's history as lost (once each).
+        self.used, self.reported = set(), set()
         # Whether placement failed and was made again (its errors' frames
         # hold futures in reference cycles: FitSession.close collects them).
         self.retried = False
@@ -350,6 +351,7 @@ class Shards:
             on_x, on_y = (set(where.get(f.key, ())) - self._dead for f in self._futures[i])
             both = sorted(on_x & on_y)
             self.holders[i] = both[0] if both else None
+            self.used.update(both[:1])
             if not both and on_x and on_y:
                 apart.append((i, min(on_x)))
         if apart:

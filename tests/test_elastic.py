@@ -56,6 +56,17 @@ def pids(client):
     return client.run(os.getpid)
 
 
+def nanny_pids(cluster):
+    """Address -> pid of each worker process its nanny runs now (from the
+    nannies, not a broadcast that would wait on a worker just killed)."""
+    out = {}
+    for nanny in cluster.workers.values():
+        proc = getattr(getattr(nanny, "process", None), "process", None)
+        if proc is not None and proc.is_alive() and nanny.worker_address:
+            out[nanny.worker_address] = proc.pid
+    return out
+
+
 def process_state(pid):
     """'T' for a stopped process, None for one that is gone."""
     try:
@@ -280,7 +291,7 @@ def test_a_chaos_run_keeps_its_bits(reference, new_cluster):
     killed = []
     with Client(cluster) as client:
         def kill(net):
-            now = pids(client)
+            now = nanny_pids(cluster)
             addr = chooser.choice(sorted(now))
             killed.append((addr, now[addr]))
             os.kill(now[addr], signal.SIGKILL)
