@@ -23,8 +23,9 @@ START_LEAD_S = 10.0
 MARGIN = 1.25
 #: Updates assumed per second before the fit has measured one.
 START_SECONDS_PER_UPDATE = 0.05
-#: Longest lookahead, in updates (bounds the replay's memory and time).
-MAX_HORIZON = 5000
+#: Longest lookahead, in updates (bounds the replay's memory: one small
+#: tuple per update; its maximum is taken over runs of equal sizes).
+MAX_HORIZON = 200_000
 #: A lower target must hold for this many updates (and the lead time)
 #: before the cluster is made smaller.
 HOLD_UPDATES = 5

@@ -30,6 +30,7 @@ import math
 import time
 import warnings
 import weakref
+from collections import deque
 
 from . import _membership
 from ._allocation import (HOLD_UPDATES, Goodput, allocation, future_sizes,
@@ -188,8 +189,7 @@ class Scaler:
             return size
         if self._passive:
             try:
-                return max(self._window(size, updates, epochs, rows_left, horizon),
-                           default=size)
+                return self._window_max(size, updates, epochs, rows_left, horizon)
             except Exception:  # a schedule of the user's that cannot be replayed
                 logger.info("cannot evaluate %r ahead; projecting its sizes instead",
                             self.damper, exc_info=True)
@@ -197,25 +197,38 @@ class Scaler:
         cap = min(self.n_train or math.inf, self.max_batch_size or math.inf)
         return projected_size(self._sizes, horizon, cap)
 
-    def _window(self, size, updates, epochs, rows_left, horizon):
-        """Sizes of the next ``horizon`` updates, replayed once and kept."""
+    def _window_max(self, size, updates, epochs, rows_left, horizon):
+        """The largest size of the next ``horizon`` updates (or ``size``),
+        replayed once and kept: each update's state (to check the replay
+        runs as the fit does) and runs of equal sizes (whose maximum is cheap
+        however long the lead: a schedule's size changes rarely)."""
         state = (updates, epochs, rows_left)
-        future = self._future
+        future, runs = self._future or (deque(), deque())
         while future and future[0][0][0] < updates:
-            future.pop(0)  # FIFO of at most a lead time of updates
+            future.popleft()
+        while runs and runs[0][1] < updates:
+            runs.popleft()  # [first update, last update, size]
         if not future or future[0][0] != state or future[0][1] != size:
             self._gen = future_sizes(self.damper, updates, epochs, rows_left,
                                      self.n_train, self.max_batch_size, self.last_epoch)
-            future = self._future = []
-        for entry in self._gen:
-            future.append(entry)
-            if len(future) > horizon:
+            future, runs = deque(), deque()
+        self._future = (future, runs)
+        end = updates + horizon
+        while not future or future[-1][0][0] < end:
+            entry = next(self._gen, None)
+            if entry is None:
                 break
+            future.append(entry)
+            k, rows = entry[0][0], entry[1]
+            if runs and runs[-1][2] == rows and runs[-1][1] == k - 1:
+                runs[-1][1] = k
+            else:
+                runs.append([k, k, rows])
         if future and future[0][1] != size:
             # The replay does not run as the fit does (a schedule of the
             # user's with state of its own): project instead of replaying.
             raise ValueError(f"replayed size {future[0][1]}, the fit's {size}")
-        return [s for _, s in future[1:horizon + 1]]
+        return max((r[2] for r in runs if r[0] <= end and r[1] > updates), default=size)
 
     def _decide(self, target, now):
         """Up at once; down once the lower target held (hysteresis)."""
