@@ -182,7 +182,7 @@ def departure(how, later, X, y):
 
 def phases(X, y, runs):
     """A worker killed at each phase, ``runs`` times; same bits each time?"""
-    Xd, yd = da.from_array(X, chunks=300), da.from_array(y, chunks=300)
+    Xd = da.from_array(X, chunks=300)
     split_X, split_y = X[:1500], y[:1500]
     results = {}
     with tempfile.TemporaryDirectory() as tmp, cluster() as c, Client(c) as client:
