@@ -224,13 +224,11 @@ class Fit:
         net, session = self.net, self.session
         now = time.perf_counter()
         present = len(session.members.live) if session.members is not None else None
-        state = (self.scaler.state() if self.scaler is not None
-                 and hasattr(self.scaler, "state") else {})
-        wanted = state.get("workers_wanted")
-        if wanted is None:
-            wanted = math.ceil(len(batch) / net.grads_per_worker)
-            wanted = max(net.min_workers or 1, min(wanted, net.max_workers or wanted))
-        wanted = min(wanted, len(session.shard_ids))
+        # Without a scaler there are no worker bounds to clip to.
+        state = self.scaler.state() if self.scaler is not None else {}
+        wanted = min(state.get("workers_wanted")
+                     or math.ceil(len(batch) / net.grads_per_worker),
+                     len(session.shard_ids))
         used = session.workers_used(batch)
         held = (present or used) * (now - self.held_tick)
         self.held_tick = now

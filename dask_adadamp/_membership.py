@@ -77,7 +77,10 @@ class Membership:
     @property
     def live(self):
         with self._lock:
-            return (self._snapshot | self._added) - self.removed
+            return self._live()
+
+    def _live(self):
+        return (self._snapshot | self._added) - self.removed
 
     def _on_event(self, event):
         _, msg = event
@@ -97,15 +100,12 @@ class Membership:
 
     def _update(self, snapshot):
         with self._lock:
-            new = set(snapshot) - self.live_unlocked()
+            new = set(snapshot) - self._live()
             self._snapshot = set(snapshot)
             self._added -= self._snapshot
             now = time.monotonic()
             self.arrivals.extend((now, addr) for addr in sorted(new))
             self.version += 1
-
-    def live_unlocked(self):
-        return (self._snapshot | self._added) - self.removed
 
     async def _resnapshot(self, delay):
         await asyncio.sleep(delay)

@@ -248,19 +248,19 @@ class Shards:
             # the exception's frames (send's closure keeps this dict).
             scattered.clear()
             raise
-        sent = [i for target, mine in where.items() for i in mine
-                if f"adadamp-rows-y-{self.token}-{i}-{gen}" in scattered
-                and f"adadamp-rows-X-{self.token}-{i}-{gen}" in scattered]
+        sent = []
         for target, mine in where.items():
             for i in mine:
-                if i not in sent:
+                rows = [scattered.get(f"adadamp-rows-{n}-{self.token}-{i}-{gen}")
+                        for n in "Xy"]
+                if None in rows:  # its target failed: placed again by the caller
                     continue
+                sent.append(i)
                 self._futures[i] = tuple(
-                    self.client.submit(identity,
-                                       scattered[f"adadamp-rows-{n}-{self.token}-{i}-{gen}"],
+                    self.client.submit(identity, f,
                                        key=(f"adadamp-shard-{n}-{self.token}", i, gen),
                                        workers=[target], allow_other_workers=True)
-                    for n in "Xy")
+                    for n, f in zip("Xy", rows))
         scattered.clear()  # the shards' tasks hold the rows now
         try:
             wait([f for i in sent for f in self._futures[i]], timeout=recover_timeout())
@@ -392,14 +392,7 @@ class Shards:
             self._place(gone)
         else:
             # The scheduler recomputes a wanted key whose worker died.
-            futures = [f for i in gone for f in self._futures[i]]
-            wait(futures, timeout=recover_timeout())
-            bad = [f for f in futures if f.status != "finished"]
-            if bad:
-                raise DataLostError(
-                    f"{len(bad)} blocks of the training data were lost and could "
-                    f"not be recomputed (first: {bad[0].key!r}, {bad[0].status})")
-            self._locate(gone)
+            self._wait_computed(gone, "were lost and could not be recomputed")
             stalled = [i for i in gone if self.holders[i] is None]
             if stalled:
                 self._recompute(stalled, live)
@@ -422,19 +415,19 @@ class Shards:
                      for a in self._graph]
             self._futures[i] = tuple(futures_of(
                 self.client.persist(parts, workers=live, allow_other_workers=False)))
+        self._wait_computed(shards, "could not be computed again")
+
+    def _wait_computed(self, shards, failure):
+        """Wait for the blocks of ``shards`` to be in memory and find them;
+        raise DataLostError (``failure`` says what went wrong) otherwise."""
         futures = [f for i in shards for f in self._futures[i]]
         wait(futures, timeout=recover_timeout())
         bad = [f for f in futures if f.status != "finished"]
         if bad:
             raise DataLostError(
-                f"{len(bad)} blocks of the training data could not be computed "
-                f"again (first: {bad[0].key!r}, {bad[0].status})")
+                f"{len(bad)} blocks of the training data {failure} "
+                f"(first: {bad[0].key!r}, {bad[0].status})")
         self._locate(shards)
-
-    @property
-    def dead(self):
-        """Workers this fit saw fail or stall (it calls them no more)."""
-        return set(self._dead)
 
     def keys(self, shard):
         """The Dask keys of shard ``shard``'s X and y."""
