@@ -75,3 +75,16 @@ class DiesOnCue(MLP):
                     continue
                 os._exit(1)
         return super().forward(X)
+
+
+class FailsInTraining(torch.nn.Module):
+    """Fits the data on the client's checks (eval mode), fails on a worker."""
+
+    def __init__(self, n_features=64, hidden=None):
+        super().__init__()
+        self.linear = torch.nn.Linear(n_features, 2)
+
+    def forward(self, X):
+        if self.training:
+            raise RuntimeError("this module fails in training")
+        return self.linear(X)

@@ -9,10 +9,8 @@ in the update it lost it.
 import os
 import random
 import signal
-import sys
 import time
 
-import cloudpickle
 import dask
 import dask.array as da
 import numpy as np
@@ -22,7 +20,7 @@ from distributed import Client
 from skorch.callbacks import Callback
 
 from dask_adadamp._deadlines import FIRST_CALL_TIMEOUT
-from helpers import adadamp_keys, make_classifier, weights
+from helpers import FailsInTraining, adadamp_keys, make_classifier, weights
 
 # 48 updates of 32 examples on 768 rows: 4 epochs; one chunk per update
 KWARGS = dict(batch_size=32, grads_per_worker=32, max_epochs=4,
@@ -251,35 +249,19 @@ def test_after_every_worker_is_killed_the_next_fit_trains(reference, new_cluster
     assert torch.equal(weights(est), reference)
 
 
-class FailsInTraining(torch.nn.Module):
-    """Fits the data on the client's checks (eval mode), fails on a worker."""
-
-    def __init__(self, n_features=64, hidden=None):
-        super().__init__()
-        self.linear = torch.nn.Linear(n_features, 2)
-
-    def forward(self, X):
-        if self.training:
-            raise RuntimeError("this module fails in training")
-        return self.linear(X)
-
-
-def test_after_every_worker_is_killed_a_failing_model_raises_its_own_error(new_cluster):
+def test_after_every_worker_is_killed_a_failing_model_raises_its_own_error(new_cluster,
+                                                                           by_value):
     X, y = data()
     cluster = new_cluster(2, processes=True)
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    try:
-        with Client(cluster) as client:
-            client.wait_for_workers(2, timeout=60)
-            old = pids(client)
-            for pid in old.values():
-                os.kill(pid, signal.SIGKILL)
-            with pytest.raises(RuntimeError, match="fails in training"):
-                make_classifier(client=client, module=FailsInTraining, **KWARGS).fit(X, y)
-            assert not set(old) & set(client.nthreads())
-            assert adadamp_keys(client) == []
-    finally:
-        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    with Client(cluster) as client:
+        client.wait_for_workers(2, timeout=60)
+        old = pids(client)
+        for pid in old.values():
+            os.kill(pid, signal.SIGKILL)
+        with pytest.raises(RuntimeError, match="fails in training"):
+            make_classifier(client=client, module=FailsInTraining, **KWARGS).fit(X, y)
+        assert not set(old) & set(client.nthreads())
+        assert adadamp_keys(client) == []
 
 
 def test_a_chaos_run_keeps_its_bits(reference, new_cluster):

@@ -1,7 +1,6 @@
 """Workers lost in the middle of an update: every worker, and for good."""
 import sys
 
-import cloudpickle
 import dask
 import dask.array as da
 import numpy as np
@@ -13,7 +12,7 @@ from skorch.callbacks import Callback
 
 from dask_adadamp._engine import _ensure_extension
 from dask_adadamp.exceptions import NoWorkersError
-from helpers import DiesOnCue, adadamp_keys, make_classifier, weights
+from helpers import DiesOnCue, FailsInTraining, adadamp_keys, make_classifier, weights
 
 KWARGS = dict(batch_size=256, grads_per_worker=64, max_epochs=2,
               module__n_features=64)
@@ -115,19 +114,6 @@ def test_a_member_of_the_tree_that_cannot_be_reached_is_reported_lost(client):
         alive[0]: "OK", alive[1]: "OK", dead: "lost", below: "unreached"}
 
 
-class FailsInTraining(torch.nn.Module):
-    """Fits the data on the client's checks (eval mode), fails on a worker."""
-
-    def __init__(self, n_features=64, hidden=None):
-        super().__init__()
-        self.linear = torch.nn.Linear(n_features, 2)
-
-    def forward(self, X):
-        if self.training:
-            raise RuntimeError("this module fails in training")
-        return self.linear(X)
-
-
 def _not_importable_module_class():
     """A module class whose module exists only in this process."""
     import types
@@ -143,8 +129,8 @@ def _not_importable_module_class():
 @pytest.mark.parametrize("as_dask, tree_workers", [(False, None), (True, None), (False, 1)],
                          ids=["numpy", "dask", "through-the-tree"])
 @pytest.mark.parametrize("failure", ["raises in training", "not importable"])
-def test_a_fit_that_fails_on_the_workers_leaves_nothing(client, small_data, failure,
-                                                        as_dask, tree_workers):
+def test_a_fit_that_fails_on_the_workers_leaves_nothing(client, small_data, by_value,
+                                                        failure, as_dask, tree_workers):
     """The error is the module's own, and the fit's keys are gone while the
     exception (and its frames) is still alive, as in a notebook."""
     X, y = small_data
@@ -155,13 +141,11 @@ def test_a_fit_that_fails_on_the_workers_leaves_nothing(client, small_data, fail
     else:
         module, expected = _not_importable_module_class(), (
             ModuleNotFoundError, "adadamp_not_on_workers")
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # FailsInTraining
     try:
         with pytest.raises(expected[0], match=expected[1]) as info, \
                 dask.config.set({"adadamp.tree-workers": tree_workers}):
             make_classifier(client=client, module=module, max_epochs=1).fit(X, y)
     finally:
-        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
         sys.modules.pop("adadamp_not_on_workers", None)
     assert adadamp_keys(client, timeout=2) == []
     assert info.value is not None  # the exception outlived the check
