@@ -224,10 +224,12 @@ class Scaler:
                 runs[-1][1] = k
             else:
                 runs.append([k, k, rows])
-        if future and future[0][1] != size:
+        if future and future[0][1] != min(size, rows_left):
             # The replay does not run as the fit does (a schedule of the
             # user's with state of its own): project instead of replaying.
-            raise ValueError(f"replayed size {future[0][1]}, the fit's {size}")
+            # (An epoch's last update takes the rows left, as the replay.)
+            raise ValueError(f"replayed size {future[0][1]}, the fit's "
+                             f"{min(size, rows_left)}")
         return max((r[2] for r in runs if r[0] <= end and r[1] > updates), default=size)
 
     def _decide(self, target, now):

@@ -250,6 +250,9 @@ def test_the_lookahead_of_a_passive_schedule_is_what_the_fit_runs(
     scaler, = recorded
     assert scaler.scaled == []
     sizes = batch_sizes(est)
+    # It replayed to the end, epochs' last and shorter updates included (a
+    # replay given up there for a projection asks too late).
+    assert scaler._passive
     # From the fit's start, with the scaler's own inputs: every size, and
     # no update after the fit's last epoch.
     replay = list(future_sizes(clone(damper), 0, 0, len(X), scaler.n_train,
