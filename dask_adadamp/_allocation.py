@@ -16,8 +16,11 @@ import numpy as np
 from dask.utils import parse_timedelta
 
 #: ``adadamp.scale-lead: auto`` assumes this many seconds until the fit has
-#: seen a worker arrive (a LocalCluster takes ~1 s, a job queue 30 s to minutes).
-START_LEAD_S = 10.0
+#: seen a worker arrive (a LocalCluster takes ~1 s, a job queue 30 s to
+#: minutes). Too short, the first rise trains short of workers (10 s was,
+#: on a cluster whose workers took 12-20 s: benchmarks/results/elastic.md);
+#: too long, the first fit on a client holds workers early, once.
+START_LEAD_S = 30.0
 #: Lead time x this, plus one update: the workers should be there, and have
 #: their shards, before the update that needs them.
 MARGIN = 1.25
@@ -45,7 +48,7 @@ def scale_lead():
     lookahead (ask when the batch has grown: reactive).
 
     >>> scale_lead()
-    (10.0, True)
+    (30.0, True)
     >>> with dask.config.set({"adadamp.scale-lead": "1 minute"}):
     ...     scale_lead()
     (60.0, False)
