@@ -142,8 +142,10 @@ class Fit:
     # --- one update -----------------------------------------------------------
 
     def gradient(self, batch):
-        """Set every learnable parameter's ``.grad`` to the update's gradient,
-        computed on the cluster; the step's ``{"loss", "y_pred"}``."""
+        """Add the update's gradient, computed on the cluster, to every
+        learnable parameter's ``.grad`` (as ``loss.backward()`` adds; after
+        skorch's ``zero_grad`` it is the gradient); the step's ``{"loss",
+        "y_pred"}``."""
         net, session, damper = self.net, self.session, self.net.damper_
         update_number = self.update_number()
         weights, buffers = netcopy.flat_weights(net)
@@ -174,7 +176,7 @@ class Fit:
         mean = grad / count
         # skorch's gradient: of the batch's mean, or of its sum where the
         # criterion sums (the schedules read the mean either way).
-        netcopy.set_gradients(net, mean if session.spec.mean else grad)
+        netcopy.add_gradients(net, mean if session.spec.mean else grad)
         self.timing = sums.timing
         self.stats = UpdateStats(
             batch_size=count, loss=float(loss),
