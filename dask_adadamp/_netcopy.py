@@ -6,9 +6,12 @@ net's own class (with the user's overrides of ``infer``, ``get_loss`` and
 ``_modules`` and ``_criteria``, e.g. ``module_``, ``criterion_`` and any a
 subclass adds in ``initialize_module``) with their parameters on PyTorch's
 meta device, their buffers, and the net's plain attributes. History,
-callbacks, optimizers, the client and the data stay on the client, as do
-methods replaced on the instance (a mock of ``net.score``) other than
-those a chunk calls (:data:`WORKER_METHODS`).
+callbacks, optimizers, the client and the data stay on the client (the copy
+holds an :class:`OnClient` in their place, which raises
+:class:`~dask_adadamp.exceptions.CustomizationError` where a worker's
+``infer`` or ``get_loss`` uses one), as do methods replaced on the instance
+(a mock of ``net.score``) other than those a chunk calls
+(:data:`WORKER_METHODS`).
 
 A chunk then runs skorch's ``train_step_single`` on the worker's copy:
 ``net.infer(Xi, **fit_params)`` and ``net.get_loss(y_pred, yi, X=Xi,
@@ -283,7 +286,8 @@ def chunk_loss(net, X, y, fit_params, training, mean, n):
 
     ``net.infer(X, **fit_params)`` and ``net.get_loss(y_pred, y, X=X,
     training=training)``, as in skorch's ``train_step_single`` and
-    ``validation_step``. A mean (``mean``: see :func:`is_mean_reduced`) is
+    ``validation_step``. A mean (``mean``: the fit reads it from the net's
+    ``get_loss``, :func:`dask_adadamp._prepare.check_chunks`) is
     multiplied by the chunk's examples, so that chunks of any size add up
     to the batch's: the sum of the chunks divided by the batch's examples
     is skorch's loss of the whole batch, a term that an overridden

@@ -51,6 +51,14 @@ class ModelSpec:
     drop : iterable of str
         Attributes of the net that stay on the client.
 
+    Attributes
+    ----------
+    mean : bool
+        Whether each chunk's loss is a mean over its rows (else a sum): from
+        the criterion's ``reduction`` (:func:`dask_adadamp._netcopy.is_mean_reduced`);
+        a fit sets it from the net's ``get_loss`` on its first rows
+        (:func:`dask_adadamp._prepare.check_chunks`).
+
     Examples
     --------
     >>> import torch
