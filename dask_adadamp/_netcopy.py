@@ -162,16 +162,7 @@ def dump(net, drop=()):
     -------
     bytes
     """
-    drop = CLIENT_ONLY | set(drop) | {name + "_" for name in net._optimizers}
-    state = {k: v for k, v in vars(net).items() if k not in drop}
-    # What stays behind is named where a worker's infer or get_loss uses it.
-    state.update((k, OnClient(type(net).__name__, k))
-                 for k in vars(net) if k in drop)
-    # Methods replaced on the instance (a test's mock of net.score) stay
-    # behind, but those a chunk calls.
-    for name in [k for k in state if k not in WORKER_METHODS
-                 and callable(getattr(type(net), k, None))]:
-        del state[name]
+    state = _travelling_state(net, drop)
     # One deepcopy of the whole state with the parameters swapped for meta
     # tensors: only structure is copied, and a module that two attributes
     # share (a criterion holding the module) stays shared.
@@ -189,6 +180,50 @@ def dump(net, drop=()):
             "need the net's class, modules, criteria and plain attributes"
         ) from exc
     return f.getvalue()
+
+
+def as_on_workers(net, drop=()):
+    """The net as :func:`dump` and :func:`load` make it for the workers,
+    built in this process without pickling: its parameters are ``net``'s
+    own (shared, not copied), everything else that travels is a copy, and
+    what stays on the client is an :class:`OnClient`.
+
+    For running a worker's chunk on the client before any data is placed
+    (:func:`dask_adadamp._prepare.check_chunks`). Unpickling the payload
+    here instead would rebind the methods of the user's classes defined in
+    ``__main__`` or a function (cloudpickle sets a known class's attributes
+    from the pickle) to copies of what they refer to.
+
+    >>> from skorch import NeuralNetRegressor
+    >>> net = NeuralNetRegressor(torch.nn.Linear, module__in_features=1,
+    ...                          module__out_features=1).initialize()
+    >>> view = as_on_workers(net)
+    >>> view.module_ is net.module_, view.module_.weight is net.module_.weight
+    (False, True)
+    >>> view.history_
+    <history_: on the client>
+    """
+    state = copy.deepcopy(_travelling_state(net, drop),
+                          {id(p): p for p in net_parameters(net)})
+    view = type(net).__new__(type(net))
+    vars(view).update(state)
+    return view
+
+
+def _travelling_state(net, drop):
+    """The attributes of ``net`` that go to the workers, as they are (not
+    copied), and an :class:`OnClient` for each of those that stay."""
+    drop = CLIENT_ONLY | set(drop) | {name + "_" for name in net._optimizers}
+    state = {k: v for k, v in vars(net).items() if k not in drop}
+    # Methods replaced on the instance (a test's mock of net.score) stay
+    # behind, but those a chunk calls.
+    for name in [k for k in state if k not in WORKER_METHODS
+                 and callable(getattr(type(net), k, None))]:
+        del state[name]
+    # What stays behind is named where a worker's infer or get_loss uses it.
+    state.update((k, OnClient(type(net).__name__, k))
+                 for k in vars(net) if k in drop)
+    return state
 
 
 class OnClient:

@@ -26,7 +26,7 @@ from . import _netcopy as netcopy
 from ._fitinputs import (as_arrays, as_dtype, check_arrays, n_rows,
                          split_fit_params, train_indices, train_rows)
 from ._process import local_device
-from .exceptions import CustomizationError, LossReductionError
+from .exceptions import CustomizationError
 
 
 def split(net, X, y, fit_params, split_params):
@@ -160,16 +160,16 @@ def module_dtype(net):
     return None
 
 
-def check_chunks(net, spec, X, y, fit_params, n_given=None):
+def check_chunks(net, drop, X, y, fit_params, n_given=None):
     """Run the net's ``infer`` and ``get_loss`` on the first training rows
     as a worker runs them on a chunk, on the client, before any data is
-    placed; return whether the chunks' losses are means (else sums) over
-    their rows.
+    placed; return how a chunk's loss adds up to the update's, and why.
 
-    All on a copy of the net as the workers get it (``spec``: the client's
-    history, callbacks and optimizers stay behind, and a use of them raises
+    All on the net as the workers get it (``drop``: more attributes that
+    stay on the client; see :func:`dask_adadamp._netcopy.as_on_workers`), so
+    a use of the client's history, callbacks or optimizers raises
     :class:`~dask_adadamp.exceptions.CustomizationError` here rather than on
-    a worker):
+    a worker:
 
     - the loss of 2 rows in validation mode, as skorch's first batch: a
       ``ValueError`` names y's shape (with ``n_given`` rows, as the user
@@ -179,23 +179,28 @@ def check_chunks(net, spec, X, y, fit_params, n_given=None):
       stay in their logs);
     - a training step on up to 3 rows (forward and backward);
     - ``get_loss`` of those rows compared with its values on the first row
-      and on the rest: the batch's loss is either their mean weighted by
-      rows (a mean over the rows, plus terms added once per batch such as
-      a penalty on the weights: each chunk's loss is weighted by its rows)
-      or their sum (the chunks' losses add up). A loss that is neither (a
-      mean weighted by the batch's sum of sample weights, a maximum over
-      the batch) cannot be computed in chunks exactly and raises
-      :class:`~dask_adadamp.exceptions.LossReductionError`. Where the values
-      cannot tell (one row, losses of 0 or not finite), the criterion's ``reduction``
-      does (:func:`dask_adadamp._netcopy.is_mean_reduced`).
+      and on the rest.
+
+    Returns
+    -------
+    mean : bool or None
+        True where the batch's loss is the rows' mean of the parts (a mean
+        over the rows, plus terms added once per batch such as a penalty on
+        the weights: each chunk's loss is weighted by its rows); False
+        where it is their sum (the chunks' losses add up); None where it is
+        neither (a mean weighted by the batch's sum of sample weights, a
+        target broadcast against the outputs): only an update of one chunk
+        is then exact, and the fit refuses others
+        (:class:`~dask_adadamp.exceptions.LossReductionError`). Where the
+        values cannot tell (one row, losses of 0 or not finite), the
+        criterion's ``reduction`` does
+        (:func:`dask_adadamp._netcopy.is_mean_reduced`).
+    why : str or None
+        With ``mean`` None, what the check saw.
     """
     n_given = y.shape[0] if n_given is None else n_given
-    device = local_device(spec.device) or "cpu"
-    copy = netcopy.load(spec.payload, device)
-    with torch.no_grad():
-        for mine, theirs in zip(netcopy.net_parameters(copy),
-                                netcopy.net_parameters(net)):
-            mine.copy_(theirs)
+    device = local_device(net.device) or "cpu"
+    view = netcopy.as_on_workers(net, drop)
     Xs, ys = head(X, 3), head(y, 3)
     n = len(ys)
     own = {}
@@ -204,55 +209,58 @@ def check_chunks(net, spec, X, y, fit_params, n_given=None):
     Xs = ({k: torch.as_tensor(v, device=device) for k, v in Xs.items()}
           if isinstance(Xs, dict) else torch.as_tensor(Xs, device=device))
     ys = torch.as_tensor(ys, device=device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(net.seed_)
-        two = slice(0, 2)
-        broadcasts = check_targets(copy, _rows(Xs, two, n), ys[two],
-                                   {**fit_params, **_rows(own, two, n)},
-                                   (n_given, *y.shape[1:]), y.dtype)
-        fit_params = {**fit_params, **own}
-        netcopy.set_training(copy, True)
-        with warnings.catch_warnings():
-            # passed on once, above
-            warnings.simplefilter("ignore")
-            y_pred = copy.infer(Xs, **fit_params)
-            copy.get_loss(y_pred, ys, X=Xs, training=True).backward()
-        if n < 2:
-            return netcopy.is_mean_reduced(net)
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            y_pred = _detached(y_pred)
-            whole, first, rest = (
-                float(copy.get_loss(_rows(y_pred, s, n), ys[s], X=_rows(Xs, s, n),
-                                    training=True))
-                for s in (slice(0, n), slice(0, 1), slice(1, n)))
+    # The view shares the net's parameters: its backward must leave their
+    # gradients as they were.
+    params = netcopy.net_parameters(net)
+    grads = [p.grad for p in params]
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(net.seed_)
+            two = slice(0, 2)
+            broadcasts = check_targets(view, _rows(Xs, two, n), ys[two],
+                                       {**fit_params, **_rows(own, two, n)},
+                                       (n_given, *y.shape[1:]), y.dtype)
+            fit_params = {**fit_params, **own}
+            netcopy.set_training(view, True)
+            for p in params:
+                p.grad = None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # passed on once, above
+                y_pred = view.infer(Xs, **fit_params)
+                view.get_loss(y_pred, ys, X=Xs, training=True).backward()
+                if n < 2:
+                    return netcopy.is_mean_reduced(net), None
+                with torch.no_grad():
+                    y_pred = _detached(y_pred)
+                    whole, first, rest = (
+                        float(view.get_loss(_rows(y_pred, s, n), ys[s],
+                                            X=_rows(Xs, s, n), training=True))
+                        for s in (slice(0, n), slice(0, 1), slice(1, n)))
+    finally:
+        for p, grad in zip(params, grads):
+            p.grad = grad
     scale = max(abs(whole), abs(first), abs(rest))
     mean = (first + (n - 1) * rest) / n
     is_mean = abs(whole - mean) <= 1e-4 * scale
     is_sum = abs(whole - (first + rest)) <= 1e-4 * scale
     if is_mean and is_sum or scale == 0 or not math.isfinite(scale):
-        return netcopy.is_mean_reduced(net)  # the values cannot tell
+        return netcopy.is_mean_reduced(net), None  # the values cannot tell
     if is_mean or is_sum:
-        return is_mean
+        return is_mean, None
     if broadcasts:
-        raise LossReductionError(
-            f"{type(net).__name__}.get_loss cannot be computed in chunks "
-            "exactly: the criterion broadcasts y against the outputs (torch's "
-            "warning above), so the loss compares every output with every "
-            "target of the batch, and a chunk sees only its own. Give y the "
-            f"outputs' shape (y of shape {(n_given, *y.shape[1:])}: "
-            "y.reshape(-1, 1) for outputs of shape (n, 1))")
-    raise LossReductionError(
-        f"{type(net).__name__}.get_loss cannot be computed in chunks exactly: "
+        return None, (
+            "the criterion broadcasts y against the outputs (torch warned), so "
+            "the loss compares every output with every target of the batch, "
+            "and a chunk sees only its own: give y the outputs' shape (y of "
+            f"shape {(n_given, *y.shape[1:])}: y.reshape(-1, 1) for outputs "
+            "of shape (n, 1))")
+    return None, (
         f"on the first {n} training rows it is {whole:.6g}, on the first row "
-        f"and the other {n - 1} {first:.6g} and {rest:.6g}, neither their "
-        f"mean weighted by rows ({mean:.6g}) nor their sum ({first + rest:.6g}). "
-        "The workers compute the loss of each chunk of an update's rows and "
-        "add the chunks up, which is exact for a mean over the batch's rows "
-        "(plus terms added once per batch, such as a penalty on the weights) "
-        "and for a sum over them. Return such a loss: with sample weights "
-        "and criterion__reduction='none', (w * loss).mean() or "
-        "(w * loss).sum(), not (w * loss).sum() / w.sum()")
+        f"and the other {n - 1} {first:.6g} and {rest:.6g}: neither their mean "
+        f"weighted by rows ({mean:.6g}) nor their sum ({first + rest:.6g}). "
+        "Return a mean or a sum over the rows: with sample weights and "
+        "criterion__reduction='none', (w * loss).mean() or (w * loss).sum(), "
+        "not (w * loss).sum() / w.sum()")
 
 
 def check_targets(net, Xs, ys, fit_params, shape, dtype):

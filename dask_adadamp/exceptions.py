@@ -66,9 +66,11 @@ class CustomizationError(DaskAdaDampError, RuntimeError):
 
 
 class LossReductionError(DaskAdaDampError, ValueError):
-    """The net's training loss cannot be computed in chunks exactly as skorch
-    computes it on the whole batch: it is neither a mean over the batch's
-    rows (plus terms added once per batch) nor a sum over them."""
+    """An update has more than one chunk, and the net's training loss cannot
+    be computed in chunks exactly as skorch computes it on the whole batch:
+    it is neither a mean over the batch's rows (plus terms added once per
+    batch) nor a sum over them. The estimator keeps the weights from before
+    that update."""
 
 
 class DashboardOffWarning(DaskAdaDampWarning, RuntimeWarning):

@@ -243,9 +243,9 @@ class DaskNetMixin:
         spec = ModelSpec(engine.new_token(), self, device=self.device or "cpu",
                          fit_params=constant, drop=self._client_only)
         # Whether the chunks' losses are means or sums, from the net's own
-        # get_loss on a few rows, on the workers' copy of the net.
-        spec.mean = prepare.check_chunks(self, spec, X_train, y_train, constant,
-                                         n_given)
+        # get_loss on a few rows, run as on the workers.
+        spec.mean, spec.why = prepare.check_chunks(
+            self, self._client_only, X_train, y_train, constant, n_given)
 
         with cluster.seceded():
             return self._fit_on_cluster(X_train, y_train, dataset_train,
@@ -342,7 +342,11 @@ class DaskNetMixin:
         """One model update: the net's ``train_step`` (skorch's, or an
         override such as skorch's gradient accumulation recipe) at the
         schedule's learning rate, then the update's records."""
-        groups = self.optimizer_.param_groups
+        groups = getattr(self.optimizer_, "param_groups", None)
+        if not isinstance(groups, list):
+            # not a torch optimizer (a mock, as skorch's own tests patch in,
+            # reached now that train_step overrides run inside this method)
+            groups = []
         base = [group["lr"] for group in groups]
         # Scaled for this step only, so lr schedulers (skorch's LRScheduler)
         # keep acting on the base learning rate.
@@ -350,7 +354,7 @@ class DaskNetMixin:
             group["lr"] = group["lr"] * self._fit.lr_scale
         try:
             step = self.train_step(batch, **fit_params)
-            lr = groups[0]["lr"]
+            lr = groups[0]["lr"] if groups else self.lr * self._fit.lr_scale
         finally:
             for group, lr_base in zip(groups, base):
                 group["lr"] = lr_base

@@ -18,7 +18,7 @@ from sklearn.datasets import load_digits
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-from dask_adadamp import DaskClassifier
+from dask_adadamp import DaskClassifier, DaskRegressor
 from dask_adadamp.exceptions import CustomizationError, LossReductionError
 from dask_adadamp.models import MLP
 
@@ -215,21 +215,56 @@ def test_sample_weights_train_as_in_skorch(client, data, grads_per_worker, n_chu
     assert_same_training(ours, theirs)
 
 
-class DaskWeightedByTotal(DaskClassifier):
+class WeightedByTotalMixin:
+    """Weighted mean by the batch's sum of weights: not a mean over rows."""
+
     def get_loss(self, y_pred, y_true, X, *args, **kwargs):
         loss = super().get_loss(y_pred, y_true, X, *args, **kwargs)
         w = to_tensor(X["sample_weight"], device=self.device)
         return (w * loss).sum() / w.sum()
 
 
-def test_loss_that_chunks_cannot_compute_is_refused_before_placing(client, data):
+class DaskWeightedByTotal(WeightedByTotalMixin, DaskClassifier):
+    pass
+
+
+class SkorchWeightedByTotal(WeightedByTotalMixin, NeuralNetClassifier):
+    pass
+
+
+def test_loss_that_chunks_cannot_compute_trains_in_one_chunk_per_update(client, data):
+    X, y, w = data
+    ours, theirs, chunks = fit_both(
+        DaskWeightedByTotal, SkorchWeightedByTotal, {"data": X, "sample_weight": w}, y,
+        client, 128, module=WeightedModule, criterion__reduction="none",
+        batch_size=-1)
+    assert set(chunks) == {1}
+    assert_same_training(ours, theirs)
+
+
+def test_loss_that_chunks_cannot_compute_is_refused_in_more(client, data):
     X, y, w = data
     est = DaskWeightedByTotal(WeightedModule, criterion__reduction="none",
-                              **COMMON, client=client)
-    with pytest.raises(LossReductionError, match=r"DaskWeightedByTotal.get_loss "
-                       r"cannot be computed in chunks exactly.*\(w \* loss\)\.mean\(\)"):
-        est.fit({"data": X, "sample_weight": w}, y)
+                              **COMMON, batch_size=-1, grads_per_worker=64,
+                              client=client, random_state=0).initialize()
+    start = weights(est)
+    with pytest.raises(LossReductionError, match=r"DaskWeightedByTotal.get_loss cannot "
+                       r"be computed in chunks exactly, and model update 1 \(epoch 1\) "
+                       r"has 2 chunks.*\(w \* loss\).mean\(\)"):
+        est.partial_fit({"data": X, "sample_weight": w}, y)
+    assert torch.equal(weights(est), start)
     assert adadamp_keys(client) == []
+
+
+def test_target_broadcast_against_the_outputs_is_refused_in_chunks(client, data):
+    X, _, _ = data
+    est = DaskRegressor(torch.nn.Linear, module__in_features=8, module__out_features=1,
+                        lr=0.1, max_epochs=1, train_split=None, batch_size=64,
+                        grads_per_worker=32, client=client, verbose=0)
+    with pytest.warns(UserWarning, match="broadcasting"), \
+            pytest.raises(LossReductionError, match=r"broadcasts y against the outputs"
+                          r".*y.reshape\(-1, 1\)"):
+        est.fit(X, X[:, 0])
 
 
 # --- what cannot run on the workers, or on the client -------------------------

@@ -69,11 +69,6 @@ EXCLUDED = {
         "targets of different lengths per example (an object array) cannot be placed "
         "on the workers as an array; the test also replaces get_loss and check_data "
         "on the instance, which stay on the client (the workers run the class's)"),
-    "test_regressor.py::TestNeuralNetRegressor::test_dimension_mismatch_warning": (
-        "a 1-d y against outputs of shape (n, 1): the loss broadcasts every output "
-        "against every target of the batch, which chunks cannot compute exactly, so "
-        "the Dask classes pass torch's warning on and then refuse the fit "
-        "(LossReductionError; tests/test_skorch_parity.py)"),
     "test_classifier.py::TestNeuralNet::test_error_when_classes_could_not_be_inferred": (
         "asserts the class's own name in skorch's message; besides, the Dask classes "
         "read y out of the Dataset (the workers need it), so classes_ is known where "
