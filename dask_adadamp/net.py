@@ -75,6 +75,15 @@ class DaskNetMixin:
     use ``iterator_valid__batch_size`` if set, else an int ``batch_size``,
     else the schedule's ``initial`` size.
 
+    ``infer`` and ``get_loss`` run on the workers, on each chunk of an
+    update's rows; ``train_step``, ``train_step_single`` (which adds the
+    update's gradient to ``.grad``), the optimizer, callbacks and history
+    stay on the client. X of a dtype the module does not take (float64 from
+    scikit-learn's transformers) is converted to the module's dtype once,
+    before it is placed, and each validation and prediction batch with it;
+    ``input_dtype_`` is that dtype, or None where the module took X as
+    given.
+
     ``device`` is the device the workers compute on (``"cuda"`` on GPU
     workers). The client keeps its copy of the module there too when it has
     that device, else on its CPU; the workers are asked for the device
