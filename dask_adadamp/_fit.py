@@ -17,7 +17,7 @@ from . import _netcopy as netcopy
 from ._history import total, update_rows
 from ._sampling import EpochSampler
 from .dampers import DAMPERS, Progress, UpdateStats
-from .exceptions import NonFiniteLossError
+from .exceptions import LossReductionError, NonFiniteLossError
 
 
 class Fit:
@@ -142,10 +142,24 @@ class Fit:
     # --- one update -----------------------------------------------------------
 
     def gradient(self, batch):
-        """Set every learnable parameter's ``.grad`` to the update's gradient,
-        computed on the cluster; the step's ``{"loss", "y_pred"}``."""
+        """Add the update's gradient, computed on the cluster, to every
+        learnable parameter's ``.grad`` (as ``loss.backward()`` adds; after
+        skorch's ``zero_grad`` it is the gradient); the step's ``{"loss",
+        "y_pred"}``."""
         net, session, damper = self.net, self.session, self.net.damper_
         update_number = self.update_number()
+        if session.spec.mean is None and len(batch.chunks) > 1:
+            raise LossReductionError(
+                f"{type(net).__name__}.get_loss cannot be computed in chunks "
+                f"exactly, and model update {update_number} (epoch "
+                f"{len(net.history)}) has {len(batch.chunks)} chunks of at most "
+                f"grads_per_worker={net.grads_per_worker} rows ({len(batch)} "
+                "rows); only an update of one chunk is exact with such a loss. "
+                f"{session.spec.why}. The workers add up the chunks' losses, "
+                "which is exact for a mean over the batch's rows (plus terms "
+                "added once per batch, such as a penalty on the weights) and "
+                "for a sum over them. The estimator keeps the weights from "
+                "before this update.")
         weights, buffers = netcopy.flat_weights(net)
         # The schedule's next ask needs the loss: evaluate it in this
         # update's calls, at these weights, rather than in a round of its own.
@@ -174,7 +188,7 @@ class Fit:
         mean = grad / count
         # skorch's gradient: of the batch's mean, or of its sum where the
         # criterion sums (the schedules read the mean either way).
-        netcopy.set_gradients(net, mean if session.spec.mean else grad)
+        netcopy.add_gradients(net, mean if session.spec.mean else grad)
         self.timing = sums.timing
         self.stats = UpdateStats(
             batch_size=count, loss=float(loss),

@@ -164,6 +164,36 @@ def _rows_of(X, idx):
     return {k: v[idx] for k, v in X.items()} if isinstance(X, dict) else X[idx]
 
 
+def as_dtype(X, dtype):
+    """X with every array of numbers (bool, int, float) that is not of
+    ``dtype`` converted to it: X itself (a numpy, dask or scipy.sparse
+    array, a tensor), each value of a dict X, or the X of
+    :class:`~dask_adadamp._netcopy.Rows` (its per-example fit parameters
+    stay as they are). X itself where nothing changes.
+
+    >>> as_dtype(np.zeros(2), np.dtype("float32")).dtype
+    dtype('float32')
+    >>> as_dtype({"a": np.zeros(2, "int64"), "b": np.zeros(2, "float32")},
+    ...          np.dtype("float32"))["a"].dtype
+    dtype('float32')
+    """
+    if isinstance(X, Rows):
+        converted = as_dtype(X.X, dtype)
+        return X if converted is X.X else Rows(converted, X.fit_params)
+    if isinstance(X, Mapping):
+        converted = {k: as_dtype(v, dtype) for k, v in X.items()}
+        return X if all(converted[k] is X[k] for k in X) else converted
+    if isinstance(X, torch.Tensor):
+        wanted = getattr(torch, dtype.name)
+        if X.dtype == wanted or X.is_complex():
+            return X
+        return X.to(wanted)
+    kind = getattr(getattr(X, "dtype", None), "kind", None)
+    if kind is None or kind not in "biuf" or X.dtype == dtype:
+        return X
+    return X.astype(dtype)
+
+
 def check_arrays(X, y):
     """Raise ValueError for training arrays the workers cannot use, naming
     what is wrong and what is accepted."""

@@ -6,9 +6,12 @@ net's own class (with the user's overrides of ``infer``, ``get_loss`` and
 ``_modules`` and ``_criteria``, e.g. ``module_``, ``criterion_`` and any a
 subclass adds in ``initialize_module``) with their parameters on PyTorch's
 meta device, their buffers, and the net's plain attributes. History,
-callbacks, optimizers, the client and the data stay on the client, as do
-methods replaced on the instance (a mock of ``net.score``) other than
-those a chunk calls (:data:`WORKER_METHODS`).
+callbacks, optimizers, the client and the data stay on the client (the copy
+holds an :class:`OnClient` in their place, which raises
+:class:`~dask_adadamp.exceptions.CustomizationError` where a worker's
+``infer`` or ``get_loss`` uses one), as do methods replaced on the instance
+(a mock of ``net.score``) other than those a chunk calls
+(:data:`WORKER_METHODS`).
 
 A chunk then runs skorch's ``train_step_single`` on the worker's copy:
 ``net.infer(Xi, **fit_params)`` and ``net.get_loss(y_pred, yi, X=Xi,
@@ -46,6 +49,8 @@ import numpy as np
 import torch
 from skorch import NeuralNet
 from torch.nn.utils import parameters_to_vector
+
+from .exceptions import CustomizationError
 
 #: Attributes of a net that never travel to the workers: the record of the
 #: fit, the objects that drive it from the client, and the data.
@@ -96,14 +101,31 @@ def flat_weights(net):
     return weights, buffers
 
 
-def set_gradients(net, flat):
-    """Point ``.grad`` of every parameter that requires one at its slice of
-    the flat float32 vector ``flat``."""
+def add_gradients(net, flat):
+    """Add to ``.grad`` of every parameter that requires one its slice of the
+    flat vector ``flat``, as ``loss.backward()`` does: a parameter without a
+    gradient (after ``optimizer.zero_grad()``) gets the slice itself, one
+    with a gradient gets the sum (skorch's gradient accumulation recipe calls
+    ``train_step_single`` several times between two steps).
+
+    >>> import numpy as np
+    >>> from skorch import NeuralNetRegressor
+    >>> net = NeuralNetRegressor(torch.nn.Linear, module__in_features=1,
+    ...                          module__out_features=1).initialize()
+    >>> add_gradients(net, np.ones(2, "float32"))
+    >>> add_gradients(net, np.ones(2, "float32"))
+    >>> net.module_.weight.grad.tolist(), net.module_.bias.grad.tolist()
+    ([[2.0]], [2.0])
+    """
     offset = 0
     for p in net_parameters(net):
         n = p.numel()
         if p.requires_grad:
-            p.grad = torch.from_numpy(flat[offset:offset + n]).view_as(p).to(p.device)
+            grad = torch.from_numpy(flat[offset:offset + n]).view_as(p).to(p.device)
+            if p.grad is None:
+                p.grad = grad
+            else:
+                p.grad.add_(grad)  # in place, as backward accumulates
         offset += n
 
 
@@ -140,13 +162,7 @@ def dump(net, drop=()):
     -------
     bytes
     """
-    drop = CLIENT_ONLY | set(drop) | {name + "_" for name in net._optimizers}
-    state = {k: v for k, v in vars(net).items() if k not in drop}
-    # Methods replaced on the instance (a test's mock of net.score) stay
-    # behind, but those a chunk calls.
-    for name in [k for k in state if k not in WORKER_METHODS
-                 and callable(getattr(type(net), k, None))]:
-        del state[name]
+    state = _travelling_state(net, drop)
     # One deepcopy of the whole state with the parameters swapped for meta
     # tensors: only structure is copied, and a module that two attributes
     # share (a criterion holding the module) stays shared.
@@ -164,6 +180,94 @@ def dump(net, drop=()):
             "need the net's class, modules, criteria and plain attributes"
         ) from exc
     return f.getvalue()
+
+
+def as_on_workers(net, drop=()):
+    """The net as :func:`dump` and :func:`load` make it for the workers,
+    built in this process without pickling: its parameters are ``net``'s
+    own (shared, not copied), everything else that travels is a copy, and
+    what stays on the client is an :class:`OnClient`.
+
+    For running a worker's chunk on the client before any data is placed
+    (:func:`dask_adadamp._prepare.check_chunks`). Unpickling the payload
+    here instead would rebind the methods of the user's classes defined in
+    ``__main__`` or a function (cloudpickle sets a known class's attributes
+    from the pickle) to copies of what they refer to.
+
+    >>> from skorch import NeuralNetRegressor
+    >>> net = NeuralNetRegressor(torch.nn.Linear, module__in_features=1,
+    ...                          module__out_features=1).initialize()
+    >>> view = as_on_workers(net)
+    >>> view.module_ is net.module_, view.module_.weight is net.module_.weight
+    (False, True)
+    >>> view.history_
+    <history_: on the client>
+    """
+    state = copy.deepcopy(_travelling_state(net, drop),
+                          {id(p): p for p in net_parameters(net)})
+    view = type(net).__new__(type(net))
+    vars(view).update(state)
+    return view
+
+
+def _travelling_state(net, drop):
+    """The attributes of ``net`` that go to the workers, as they are (not
+    copied), and an :class:`OnClient` for each of those that stay."""
+    drop = CLIENT_ONLY | set(drop) | {name + "_" for name in net._optimizers}
+    state = {k: v for k, v in vars(net).items() if k not in drop}
+    # Methods replaced on the instance (a test's mock of net.score) stay
+    # behind, but those a chunk calls.
+    for name in [k for k in state if k not in WORKER_METHODS
+                 and callable(getattr(type(net), k, None))]:
+        del state[name]
+    # What stays behind is named where a worker's infer or get_loss uses it.
+    state.update((k, OnClient(type(net).__name__, k))
+                 for k in vars(net) if k in drop)
+    return state
+
+
+class OnClient:
+    """Stands in, on the workers' copy of a net, for an attribute that stays
+    on the client (``history_``, ``callbacks_``, the optimizers, the
+    client): using it raises a
+    :class:`~dask_adadamp.exceptions.CustomizationError` that names it and
+    the way around, where a bare ``AttributeError`` would name neither.
+
+    >>> OnClient("MyNet", "history_").record_batch("a", 1)
+    Traceback (most recent call last):
+    ...
+    dask_adadamp.exceptions.CustomizationError: MyNet.history_ (self.history) stays on the client: ...
+    """
+
+    __slots__ = ("owner", "name")
+
+    def __init__(self, owner, name):
+        self.owner, self.name = owner, name
+
+    def __getattr__(self, attr):
+        if attr.startswith("__"):  # copy and pickle look for hooks
+            raise AttributeError(attr)
+        self._refuse()
+
+    def _refuse(self, *args, **kwargs):
+        what = f"{self.owner}.{self.name}" + (
+            " (self.history)" if self.name == "history_" else "")
+        raise CustomizationError(
+            f"{what} stays on the client: infer and get_loss run on the Dask "
+            "workers, on each chunk of an update's rows, where the net's copy "
+            "has its modules, criteria and plain attributes but not its "
+            "history, callbacks, optimizers or client. Use it where it is: in "
+            "a callback (on_batch_end runs on the client after every update, "
+            "with the update's train_loss in net.history) or in a train_step "
+            "override, which runs on the client")
+
+    __getitem__ = __setitem__ = __iter__ = __len__ = __call__ = __contains__ = _refuse
+
+    def __reduce__(self):
+        return OnClient, (self.owner, self.name)
+
+    def __repr__(self):
+        return f"<{self.name}: on the client>"
 
 
 def _picklable(value):
@@ -204,9 +308,12 @@ def set_training(net, training):
 
 
 def is_mean_reduced(net):
-    """Whether the net's loss is a mean over the batch's examples: its
-    criterion's ``reduction`` is ``"mean"`` or it has none (a function)."""
-    return getattr(getattr(net, "criterion_", None), "reduction", "mean") == "mean"
+    """Whether the net's loss is taken as a mean over the batch's examples:
+    its criterion's ``reduction`` is anything but ``"sum"`` (``"none"``
+    with a ``get_loss`` that reduces, as skorch's sample-weight recipe's
+    ``(w * loss).mean()``), or it has none (a function). A fit checks
+    this on its first rows (:func:`dask_adadamp._prepare.check_chunks`)."""
+    return getattr(getattr(net, "criterion_", None), "reduction", "mean") != "sum"
 
 
 def chunk_loss(net, X, y, fit_params, training, mean, n):
@@ -214,7 +321,8 @@ def chunk_loss(net, X, y, fit_params, training, mean, n):
 
     ``net.infer(X, **fit_params)`` and ``net.get_loss(y_pred, y, X=X,
     training=training)``, as in skorch's ``train_step_single`` and
-    ``validation_step``. A mean (``mean``: see :func:`is_mean_reduced`) is
+    ``validation_step``. A mean (``mean``: the fit reads it from the net's
+    ``get_loss``, :func:`dask_adadamp._prepare.check_chunks`) is
     multiplied by the chunk's examples, so that chunks of any size add up
     to the batch's: the sum of the chunks divided by the batch's examples
     is skorch's loss of the whole batch, a term that an overridden

@@ -20,6 +20,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .exceptions import CustomizationError
+
 
 class Chunk(NamedTuple):
     """Rows of one shard whose gradients are computed together."""
@@ -28,14 +30,47 @@ class Chunk(NamedTuple):
     rows: np.ndarray
 
 
-class Update(NamedTuple):
-    """The examples of one model update, cut into chunks."""
-
+class _UpdateFields(NamedTuple):
     indices: np.ndarray  # global example numbers, for callbacks and history
     chunks: list
 
+
+class Update(_UpdateFields):
+    """The examples of one model update, cut into chunks: the batch that a
+    Dask net's ``train_step`` and ``train_step_single`` get.
+
+    Its rows stay on the workers, so it is not ``(X, y)``: unpacking it as
+    skorch's ``unpack_data(batch)`` does raises a
+    :class:`~dask_adadamp.exceptions.CustomizationError` that says what
+    runs where, rather than handing row numbers to the module.
+
+    >>> update = Update(np.arange(3), [Chunk(0, np.arange(3))])
+    >>> len(update), update.indices.tolist()
+    (3, [0, 1, 2])
+    >>> X, y = update
+    Traceback (most recent call last):
+    ...
+    dask_adadamp.exceptions.CustomizationError: the batch of a Dask net's training step is an Update ...
+    """
+
+    __slots__ = ()
+
     def __len__(self):
         return len(self.indices)
+
+    def __iter__(self):
+        raise CustomizationError(
+            "the batch of a Dask net's training step is an Update (the "
+            "numbers of its rows, .indices, and the chunks they are cut into "
+            "on the workers), not (X, y): the rows stay on the workers, so a "
+            "train_step or train_step_single that computes on the batch's "
+            "tensors cannot run on the client. Override infer or get_loss "
+            "instead (they run on the workers, on each chunk of the update), "
+            "or call super().train_step_single(batch, **fit_params), which "
+            "adds the update's gradient to .grad, and work with .grad after it")
+
+    def __getnewargs__(self):  # pickling and copying without __iter__
+        return tuple.__getitem__(self, 0), tuple.__getitem__(self, 1)
 
 
 class EpochSampler:

@@ -51,6 +51,20 @@ class ModelSpec:
     drop : iterable of str
         Attributes of the net that stay on the client.
 
+    Attributes
+    ----------
+    mean : bool or None
+        Whether each chunk's loss is a mean over its rows (True: weighted by
+        them) or a sum (False: added as it is), from the criterion's
+        ``reduction`` (:func:`dask_adadamp._netcopy.is_mean_reduced`); a fit
+        sets it from the net's ``get_loss`` on its first rows
+        (:func:`dask_adadamp._prepare.check_chunks`), None where the loss is
+        neither (only an update of one chunk is then computed, its loss as
+        it is).
+    why : str or None
+        With ``mean`` None, why (for the error that refuses an update of
+        several chunks).
+
     Examples
     --------
     >>> import torch
@@ -70,6 +84,7 @@ class ModelSpec:
         self.device = str(device)
         self.fit_params = dict(fit_params or {})
         self.mean = netcopy.is_mean_reduced(net)
+        self.why = None
         self.payload = netcopy.dump(net, drop)
 
     def build(self):
@@ -295,8 +310,10 @@ def shards_loss(spec, weights, buffers, shards, rows):
         for (X, y), r in zip(shards, rows):
             xb, fit_params = _inputs(spec, _take(X, r))
             yb = torch.as_tensor(_take(y, r), device=device)
+            # A loss that is neither a mean nor a sum is taken as a mean
+            # here: the schedule's reading of it, not a gradient.
             sums.append(float(netcopy.chunk_loss(
-                net, xb, yb, fit_params, False, spec.mean, len(r))))
+                net, xb, yb, fit_params, False, spec.mean is not False, len(r))))
     return sums
 
 

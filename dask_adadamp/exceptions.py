@@ -19,6 +19,7 @@ import dask_adadamp:
 
 __all__ = ["DaskAdaDampError", "DaskAdaDampWarning", "NoWorkersError",
            "NonFiniteLossError", "DataLostError", "ClientClosedError",
+           "CustomizationError", "LossReductionError",
            "DashboardOffWarning", "NoClusterManagerWarning", "ScoringCacheWarning"]
 
 
@@ -49,6 +50,27 @@ class DataLostError(DaskAdaDampError, RuntimeError):
 class ClientClosedError(DaskAdaDampError, RuntimeError):
     """The Dask client was closed during the fit; the estimator keeps the
     weights of its last complete update."""
+
+
+class CustomizationError(DaskAdaDampError, RuntimeError):
+    """A customisation of the net needs what is on the other side of the
+    split between the client and the workers.
+
+    ``infer`` and ``get_loss`` run on the workers, on each chunk of an
+    update's rows, where the net has no ``history``, callbacks, optimizer or
+    client; ``train_step`` and ``train_step_single`` run on the client,
+    where the update's rows are not (its batch holds their numbers, not
+    ``(X, y)`` tensors). The message names what was needed and the way
+    around it.
+    """
+
+
+class LossReductionError(DaskAdaDampError, ValueError):
+    """An update has more than one chunk, and the net's training loss cannot
+    be computed in chunks exactly as skorch computes it on the whole batch:
+    it is neither a mean over the batch's rows (plus terms added once per
+    batch) nor a sum over them. The estimator keeps the weights from before
+    that update."""
 
 
 class DashboardOffWarning(DaskAdaDampWarning, RuntimeWarning):

@@ -75,6 +75,15 @@ class DaskNetMixin:
     use ``iterator_valid__batch_size`` if set, else an int ``batch_size``,
     else the schedule's ``initial`` size.
 
+    ``infer`` and ``get_loss`` run on the workers, on each chunk of an
+    update's rows; ``train_step``, ``train_step_single`` (which adds the
+    update's gradient to ``.grad``), the optimizer, callbacks and history
+    stay on the client. X of a dtype the module does not take (float64 from
+    scikit-learn's transformers) is converted to the module's dtype once,
+    before it is placed, and each validation and prediction batch with it;
+    ``input_dtype_`` is that dtype, or None where the module took X as
+    given.
+
     ``device`` is the device the workers compute on (``"cuda"`` on GPU
     workers). The client keeps its copy of the module there too when it has
     that device, else on its CPU; the workers are asked for the device
@@ -160,6 +169,13 @@ class DaskNetMixin:
             self.device = device
 
     def infer(self, x, **fit_params):
+        """skorch's ``infer``; X of the dtype the fit converted the training
+        data from (``input_dtype_``, set where the module did not take X
+        as given) is converted the same way, so that validation and
+        prediction take what fit took."""
+        dtype = getattr(self, "input_dtype_", None)
+        if dtype is not None:
+            x = fitinputs.as_dtype(x, dtype)
         with self._on_client_device():
             return super().infer(x, **fit_params)
 
@@ -221,16 +237,28 @@ class DaskNetMixin:
         if _routing_enabled():  # as skorch routes them
             split_params = process_routing(self, _routing_method, **fit_params).get(
                 "splitter", {"split": {}})["split"]
-        X_train, y_train, dataset_train, dataset_valid, constant = prepare.split(
-            self, X, y, fit_params, split_params)
+        X_train, y_train, dataset_train, dataset_valid, constant, n_given = \
+            prepare.split(self, X, y, fit_params, split_params)
         if epochs == 0:  # as in skorch: nothing to train, nothing to check
             return self
         fitinputs.check_batch_scoring(self, X_train)
-        prepare.check_loss_on_client(self, X_train, y_train, constant)
+        # X of a dtype the module does not take (float64 from scikit-learn's
+        # transformers) is converted once, before it is placed; validation
+        # and prediction convert each batch (infer).
+        self.input_dtype_ = prepare.check_loss_on_client(self, X_train, constant,
+                                                         n_given)
+        if self.input_dtype_ is not None:
+            X_train = fitinputs.as_dtype(X_train, self.input_dtype_)
+        spec = ModelSpec(engine.new_token(), self, device=self.device or "cpu",
+                         fit_params=constant, drop=self._client_only)
+        # Whether the chunks' losses are means or sums, from the net's own
+        # get_loss on a few rows, run as on the workers.
+        spec.mean, spec.why = prepare.check_chunks(
+            self, self._client_only, X_train, y_train, constant, n_given)
 
         with cluster.seceded():
             return self._fit_on_cluster(X_train, y_train, dataset_train,
-                                        dataset_valid, epochs, constant, fit_params)
+                                        dataset_valid, epochs, spec, fit_params)
 
     #: Attributes that stay on the client when the net goes to the workers
     #: (the fit's schedule and its per-fit state).
@@ -244,14 +272,12 @@ class DaskNetMixin:
                 ("dashboard", DashboardFeed())]
 
     def _fit_on_cluster(self, X_train, y_train, dataset_train, dataset_valid,
-                        epochs, constant, fit_params):
-        # The chunks get the constant fit parameters, and their own rows of
-        # those with one value per example (placed with X); validation gets
-        # them all as skorch hands them to every batch, whole.
+                        epochs, spec, fit_params):
+        # The chunks get the constant fit parameters (in the spec), and their
+        # own rows of those with one value per example (placed with X);
+        # validation gets them all as skorch hands them to every batch, whole.
         client = cluster.resolve_client(self.client)
         cluster.check_device(client, self.device or "cpu")
-        spec = ModelSpec(engine.new_token(), self, device=self.device or "cpu",
-                         fit_params=constant, drop=self._client_only)
         shard_rows = (None if isinstance(X_train, da.Array) else
                       engine.default_shard_rows(len(X_train), self.grads_per_worker,
                                                   self.max_workers))
@@ -280,7 +306,7 @@ class DaskNetMixin:
                         with client_threads():
                             self.run_single_epoch(self._fit.updates(scaler),
                                                   training=True, prefix="train",
-                                                  step_fn=self.train_step)
+                                                  step_fn=self._train_update)
                         self._fit.end_epoch()
                         self.run_single_epoch(iterator_valid, training=False,
                                               prefix="valid",
@@ -321,17 +347,23 @@ class DaskNetMixin:
                 "n_train": None if math.isnan(X_train.shape[0]) else X_train.shape[0],
                 "grads_per_worker": self.grads_per_worker})
 
-    def train_step(self, batch, **fit_params):
-        """skorch's step, at the schedule's learning rate."""
-        groups = self.optimizer_.param_groups
+    def _train_update(self, batch, **fit_params):
+        """One model update: the net's ``train_step`` (skorch's, or an
+        override such as skorch's gradient accumulation recipe) at the
+        schedule's learning rate, then the update's records."""
+        groups = getattr(self.optimizer_, "param_groups", None)
+        if not isinstance(groups, list):
+            # not a torch optimizer (a mock, as skorch's own tests patch in,
+            # reached now that train_step overrides run inside this method)
+            groups = []
         base = [group["lr"] for group in groups]
         # Scaled for this step only, so lr schedulers (skorch's LRScheduler)
         # keep acting on the base learning rate.
         for group in groups:
             group["lr"] = group["lr"] * self._fit.lr_scale
         try:
-            step = super().train_step(batch, **fit_params)
-            lr = groups[0]["lr"]
+            step = self.train_step(batch, **fit_params)
+            lr = groups[0]["lr"] if groups else self.lr * self._fit.lr_scale
         finally:
             for group, lr_base in zip(groups, base):
                 group["lr"] = lr_base
@@ -360,11 +392,22 @@ class DaskNetMixin:
         return None
 
     def train_step_single(self, batch, **fit_params):
-        """Compute the update's mean gradient on the cluster.
+        """Compute the update's gradient on the cluster.
 
-        Sets ``.grad`` of every learnable parameter of the client's module
-        to the batch's mean gradient; skorch's ``train_step`` then calls
-        ``optimizer.step()``.
+        Adds the batch's gradient (of its mean loss, or of its sum where the
+        loss sums) to ``.grad`` of every learnable parameter of the client's
+        module, as skorch's ``loss.backward()`` does: after skorch's
+        ``zero_grad`` that is the gradient, and calls between two optimizer
+        steps accumulate (skorch's gradient accumulation recipe). skorch's
+        ``train_step`` then calls ``optimizer.step()``.
+
+        ``batch`` is an :class:`~dask_adadamp._sampling.Update`: the numbers
+        of the update's rows and the chunks they are cut into on the
+        workers, not ``(X, y)`` tensors. An override that computes on the
+        batch's tensors cannot run (unpacking it raises
+        :class:`~dask_adadamp.exceptions.CustomizationError`); override
+        ``infer`` or ``get_loss``, which run on the workers, or call this
+        method and work with ``.grad`` after it.
         """
         return self._fit.gradient(batch)
 

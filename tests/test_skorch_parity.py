@@ -305,17 +305,20 @@ def test_target_that_broadcasts_warns_as_in_skorch(client, small_data):
     # torch only warns when MSELoss broadcasts a (n,) target against (n, 1)
     # outputs, and skorch passes that warning on; so do the Dask classes,
     # once for the training data (the workers' copies stay in their logs)
-    # and once for validation, as skorch's own test counts.
+    # and once for validation, as skorch's own test counts. Each update is
+    # one chunk here (a batch of 128 in shards of 128 rows), which computes
+    # the loss as skorch does (tests/test_recipes.py refuses more chunks).
     X, _ = small_data
     est = DaskRegressor(torch.nn.Linear, module__in_features=64,
-                        module__out_features=1, max_epochs=1, random_state=0)
+                        module__out_features=1, max_epochs=1, random_state=0,
+                        client=client)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         est.fit(X, X[:, 0])
     broadcast = [str(w.message) for w in caught if "broadcasting" in str(w.message)]
     assert len(broadcast) == 2, broadcast
-    # the training split: 4/5 of the 300 rows
-    assert broadcast[0].startswith("y of shape (240,) against outputs of shape (n, 1): ")
+    # the rows passed (the training split has 4/5 of them)
+    assert broadcast[0].startswith("y of shape (300,) against outputs of shape (n, 1): ")
 
 
 def test_checkpoint_pickles_the_net_during_a_fit(client, small_data, tmp_path):
