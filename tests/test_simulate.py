@@ -92,7 +92,7 @@ def test_estimator_history_list_and_sizes_agree():
     cluster = tiny_cluster()
     table = simulate({"history": tiny_history(),
                       "estimator": SimpleNamespace(history=tiny_history()),
-                      "sizes": SIZES}, N_PARAMS, cluster, n_train=192)
+                      "sizes": SIZES}, N_PARAMS, cluster, n_train=128)
     assert table["minutes"].nunique() == 1
     assert list(table["epochs"]) == [2, 2, 2]
 
