@@ -59,6 +59,10 @@ def read(run, n_train=None, updates=None):
         run = pd.read_csv(run)
     if isinstance(run, pd.DataFrame):
         return _from_table(run, n_train, updates)
+    if isinstance(run, (Sequence, np.ndarray, pd.Series)) and not isinstance(
+            run, str) and len(run) == 0:
+        raise ValueError("an empty history or list of batch sizes is not accepted; a "
+                         "fit needs at least one model update")
     if isinstance(run, (pd.Series, np.ndarray)) or (
             isinstance(run, Sequence) and not isinstance(run, str) and run
             and not any(isinstance(item, Mapping) for item in run)):

@@ -200,7 +200,7 @@ def test_a_per_epoch_list_warns():
     (pd.DataFrame({"epoch": [1, 2], "batch_size": [64, 64]}),
      "a per-epoch table .* without update counts is not accepted without n_train"),
     ([64, 1.5], r"batch sizes \[1.5\] \(at positions \[1\]\) are not accepted"),
-    ([], r"batch_sizes=\[\] is not accepted"),
+    ([], "an empty history or list of batch sizes is not accepted"),
     (64, "a int is not accepted; pass a history"),
     ({"batch_size": 64}, "a dict is not accepted"),
 ])
@@ -272,8 +272,14 @@ def test_other_errors():
         simulate(SIZES, N_PARAMS, cluster)
     with pytest.raises(ValueError, match="n_train=0 is not accepted"):
         simulate({"a": SIZES}, N_PARAMS, cluster, n_train=0)
-    with pytest.raises(ValueError, match="the history has no model updates"):
+    with pytest.raises(ValueError, match="an empty history or list of batch sizes"):
         batch_sizes(History())
+    no_updates = History()
+    no_updates.new_epoch()
+    no_updates.new_batch()
+    no_updates.record_batch("valid_loss", 1.0)
+    with pytest.raises(ValueError, match="the history has no model updates"):
+        batch_sizes(no_updates)
     with pytest.raises(ValueError, match="DaskClassifier has no history: fit it first"):
         batch_sizes(DaskClassifier(MLP))
     with pytest.raises(ValueError, match=r"updates='epochs' is not accepted"):
@@ -327,6 +333,7 @@ def synthetic_history(cluster, n_params, sizes, workers):
     return [{"batches": rows}]
 
 
+@pytest.mark.filterwarnings("ignore:max_workers=4 binds")
 def test_calibration_round_trips_a_synthetic_history():
     truth = Cluster(grad_time="500 us", grads_per_worker=64, task_cost="2 ms",
                     latency="1 ms", bandwidth="2 GB/s", overhead="20 ms",
