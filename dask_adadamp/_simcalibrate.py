@@ -6,9 +6,8 @@ worker's ``compute_ms``, the rest of its calls' time ``comm_ms``, the
 weights it sent (``bytes_out``), whether it went through the tree
 (``tree``), and its wall-clock time since the previous update ended
 (``worker_s / workers_present``). Each term of the cluster model is fitted
-to the medians of the updates that share its inputs, so that a slow first
-update (workers warming up) or a stall on a shared machine does not move
-it:
+to the means of the updates that share its inputs (weighted by their
+counts), each group's slowest 5% left out (a worker's first call, a stall):
 
 - compute ``task_cost + grad_time * examples`` of the busiest worker;
 - transfers ``latency * hops + (S / bandwidth) * copies`` of the path each
@@ -77,41 +76,46 @@ def calibrate(history, grads_per_worker):
 
 
 def _groups(keys, y):
-    """The rows of ``keys`` (one per distinct key), each group's median of
-    ``y`` and its size."""
+    """The rows of ``keys`` (one per distinct key), each group's mean of
+    ``y`` without its slowest 5% (a worker's first call, a stall), and its
+    size."""
     keys = np.asarray(keys).reshape(len(y), -1)
     unique, inverse, counts = np.unique(keys, axis=0, return_inverse=True,
                                         return_counts=True)
-    medians = np.array([np.median(y[inverse.ravel() == g]) for g in range(len(unique))])
-    return unique, medians, counts
+    means = np.array([_trimmed_mean(y[inverse.ravel() == g]) for g in range(len(unique))])
+    return unique, means, counts
+
+
+def _trimmed_mean(values):
+    return float(np.mean(np.sort(values)[:max(1, math.ceil(0.95 * len(values)))]))
 
 
 def _line(x, y, keys):
-    """Intercept and slope of ``y`` against ``x``, fitted to the medians of
+    """Intercept and slope of ``y`` against ``x``, fitted to the means of
     the groups of equal ``keys``, weighted by their sizes; with one group,
-    a line through the origin when ``x`` is the key, else the median."""
-    _, medians, counts = _groups(keys, y)
+    a line through the origin when ``x`` is the key, else the mean."""
+    _, means, counts = _groups(keys, y)
     _, xs, _ = _groups(keys, x)
     if len(xs) == 1:
-        return float(medians[0]), 0.0
+        return float(means[0]), 0.0
     w = np.sqrt(counts)
     A = np.column_stack([np.ones_like(xs), xs]) * w[:, None]
-    (a, b), *_ = np.linalg.lstsq(A, medians * w, rcond=None)
+    (a, b), *_ = np.linalg.lstsq(A, means * w, rcond=None)
     if a < 0:  # through the origin instead
-        return 0.0, float((xs * medians * counts).sum() / (xs * xs * counts).sum())
+        return 0.0, float((xs * means * counts).sum() / (xs * xs * counts).sum())
     return float(a), float(b)
 
 
 def _nonnegative(features, y, keys):
     """Least squares of ``y`` on the columns of ``features`` with
-    coefficients >= 0, on group medians (two columns: the best of both and
+    coefficients >= 0, on group means (two columns: the best of both and
     each alone)."""
-    unique, medians, counts = _groups(keys, y)
+    unique, means, counts = _groups(keys, y)
     X = unique[:, :features.shape[1]].astype(float)
     w = np.sqrt(counts)
     best, best_err = (0.0, 0.0), math.inf
     for cols in ([0, 1], [0], [1]):
-        coef, *_ = np.linalg.lstsq(X[:, cols] * w[:, None], medians * w, rcond=None)
+        coef, *_ = np.linalg.lstsq(X[:, cols] * w[:, None], means * w, rcond=None)
         if (coef < 0).any():
             continue
         full = np.zeros(2)
