@@ -120,7 +120,7 @@ def _nonnegative(features, y, keys):
             continue
         full = np.zeros(2)
         full[cols] = coef
-        err = float((((X @ full) - medians) ** 2 * counts).sum())
+        err = float((((X @ full) - means) ** 2 * counts).sum())
         if err < best_err - 1e-18:
             best, best_err = (float(full[0]), float(full[1])), err
     return best
