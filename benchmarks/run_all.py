@@ -39,7 +39,9 @@ import dampers_mnist1d  # noqa: E402
 import memory  # noqa: E402
 import monitor_cost  # noqa: E402
 import scheduler_memory  # noqa: E402
+import simulate_calibrated  # noqa: E402
 import simulate_paper  # noqa: E402
+import simulate_table  # noqa: E402
 import strongly_convex  # noqa: E402
 import time_to_accuracy  # noqa: E402
 import update_cost  # noqa: E402
@@ -49,7 +51,8 @@ from common import goals_table, machine  # noqa: E402
 # The sections, in their order in results.md.
 BENCHMARKS = {module.__name__: module for module in (
     update_cost, weak_scaling, time_to_accuracy, memory, scheduler_memory,
-    strongly_convex, dampers_mnist1d, simulate_paper, monitor_cost)}
+    strongly_convex, dampers_mnist1d, simulate_paper, simulate_table, simulate_calibrated,
+    monitor_cost)}
 
 
 def goals(results):

@@ -34,6 +34,7 @@ import math
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -107,8 +108,10 @@ def run(quick=False, mnist1d=None):
     # The cluster the fits ran on, to check the model against the clock. Its
     # overhead per update is fitted to the first run's measured time: this
     # machine is shared, so it is not the overhead measured on an idle one.
-    on_two = simulate(sizes, n_params, dataclasses.replace(cluster, max_workers=2,
-                                                           overhead=0.0), n_train=n_train)
+    with warnings.catch_warnings():  # 2 workers bind, as they did
+        warnings.simplefilter("ignore", UserWarning)
+        on_two = simulate(sizes, n_params, dataclasses.replace(cluster, max_workers=2,
+                                                               overhead=0.0), n_train=n_train)
     local_overhead = ((runs[SMALL]["seconds"] - 60 * on_two.loc[SMALL, "minutes"])
                       / on_two.loc[SMALL, "model_updates"])
     for row in rows:
@@ -139,7 +142,9 @@ def _fastest(batches, n_params, n_train, cluster, size=None):
             break
         fixed = dataclasses.replace(cluster, max_workers=workers,
                                     grads_per_worker=math.ceil(size / workers))
-        sim = simulate({"run": batches}, n_params, fixed, n_train=n_train).loc["run"]
+        with warnings.catch_warnings():  # the cap is the point here
+            warnings.simplefilter("ignore", UserWarning)
+            sim = simulate({"run": batches}, n_params, fixed, n_train=n_train).loc["run"]
         if best is None or sim["minutes"] < best["minutes"]:
             best = {**sim, "workers": workers}
     return best

@@ -1,122 +1,209 @@
 """Simulated wall-clock time of a recorded fit on a cluster you describe.
 
-A fit's history says how many examples every model update used. With the
-time model of Holt & Sievert, "Training machine learning models faster
-with Dask" (SciPy 2021), this module turns that list of batch sizes into
-the minutes the same updates would take on a cluster of up to
-``max_workers`` workers, without that cluster: how much a growing batch
-saves in wall-clock time when larger batches are spread over more workers.
+A fit's history says how many examples every model update used. This
+module turns those batch sizes into the minutes the same updates would take
+on a cluster you do not have: how much a growing batch saves when larger
+batches are spread over more workers. The cluster is a small model,
+:class:`Cluster`, with one term per cost a real cluster has; each is a line
+of ``docs/simulate.md``. For update ``k`` of ``B_k`` examples:
 
-The time model, for update ``k`` of ``B_k`` examples:
+- Workers ``P = min(max_workers, ceil(B / grads_per_worker))``; tasks run
+  ``c = min(P, concurrency)`` at a time, in ``ceil(P / c)`` rounds.
+- A task (one worker's share) costs ``task_cost + grad_time * ceil(B / P)``
+  plus the reduction's transfers: ``"centralized"`` (through the client),
+  ``"allreduce"`` (a ring), ``"tree"`` (a binary tree), or None (none, or
+  already in ``task_cost``); every round pays its tasks' costs.
+- This library's own paths, ``"adadamp-direct"``, ``"adadamp-tree"`` and
+  ``"adadamp"`` (the library's choice between them), cut the batch into
+  ``C = ceil(B / grads_per_worker)`` chunks: one call per worker carries its
+  chunks, the ``c`` cores compute ``ceil(C / c)`` chunks each, and the
+  transfers are paid once per update.
+- Every update costs ``overhead + overhead_per_worker * P`` besides.
 
-- Workers: ``P_k = min(max_workers, ceil(B_k / grads_per_worker))``.
-- Compute: ``grad_time * ceil(B_k / P_k)``; the workers compute their
-  shares at once, and ``grad_time`` is one example's gradient on one worker.
-- Communication, with ``S = 4 * n_params`` bytes (float32) of weights or
-  gradients, ``L`` the network latency and ``W`` its bandwidth:
-
-  - ``"centralized"`` (this project: the client sends the weights to each
-    of the ``P_k`` workers and receives ``P_k`` gradient sums, all through
-    its one link): ``2 * (L + P_k * S / W)``.
-  - ``"allreduce"`` (a ring all-reduce, as in PyTorch DDP or Horovod):
-    ``2 * (P_k - 1) * L + 2 * (P_k - 1) / P_k * S / W``, 0 for one worker.
-
-- A fixed ``overhead`` per update (this project's direct calls to the
-  workers beyond their compute and bytes, and the client's optimizer step):
-  10 ms by default, a round figure. Measure your own as an update's time
-  minus its ``compute_ms`` (the history has both): section 1 of
-  ``benchmarks/results/results.md`` (``benchmarks/update_cost.py``) gives
-  16 to 27 ms for the 270k model on 2 workers of the 2-vCPU
-  development machine, whose speed varies between runs.
-
-An update takes compute + communication + overhead; a fit, the sum over its
-updates. See ``docs/simulate.md`` for what the model leaves out.
+:meth:`Cluster.from_history` measures these terms from a dask-adadamp fit's
+own history. Histories come in any common shape (see :func:`simulate`).
 
 Examples
 --------
 >>> from dask_adadamp.simulate import Cluster, simulate
->>> cluster = Cluster(grad_time=1e-3, grads_per_worker=64, max_workers=8)
+>>> cluster = Cluster(grad_time="1 ms", grads_per_worker=64, bandwidth="10 Gbit/s")
 >>> runs = {"SGD": [64] * 2000, "growing": [64] * 1000 + [512] * 125}
 >>> table = simulate(runs, n_params=1_000_000, cluster=cluster, n_train=64_000)
->>> table[["model_updates", "max_workers", "minutes", "worker_minutes"]].round(2)
+>>> table[["model_updates", "epochs", "max_workers", "minutes", "worker_minutes"]].round(2)
 ... # doctest: +NORMALIZE_WHITESPACE
-          model_updates  max_workers  minutes  worker_minutes
+          model_updates  epochs  max_workers  minutes  worker_minutes
 schedule
-SGD                2000            1     2.69            2.69
-growing            1125            8     1.60            3.43
+SGD                2000     2.0            1     2.69            2.69
+growing            1125     2.0            8     1.60            3.43
 """
-from collections.abc import Iterable, Mapping
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
-from ._history import epochs as history_epochs, update_rows
-from ._validation import KINDS, check_argument, check_fields
+from . import _simhistory
+from ._validation import KINDS, check_argument
 
-REDUCTIONS = ("centralized", "allreduce")
+REDUCTIONS = ("centralized", "allreduce", "tree", "adadamp-direct", "adadamp-tree",
+              "adadamp", None)
 BYTES_PER_PARAM = 4  # float32 weights and gradients
+# The library's direct path brings one gradient per chunk back; past this
+# many chunks per worker it goes through the tree (dask_adadamp._engine).
+DIRECT_CHUNKS_PER_WORKER = 2
+# Numbers this large are a unit mistake, not a cluster: e.g. latency=50 meant
+# as microseconds, bandwidth=54 as Gbit/s.
+_PLAUSIBLE = {"grad_time": (None, 1.0, "'612 us'"), "latency": (None, 1.0, "'50 us'"),
+              "task_cost": (None, 60.0, "'58.55 ms'"), "overhead": (None, 60.0, "'13 ms'"),
+              "overhead_per_worker": (None, 60.0, "'3.3 ms'"),
+              "bandwidth": (1e6, None, "'54 Gbit/s'")}
 
 
 @dataclass(frozen=True)
 class Cluster:
     """The cluster a history is simulated on.
 
+    Times are seconds, or strings with their unit (``"50 us"``, ``"13 ms"``);
+    ``bandwidth`` is bytes per second, or a string such as ``"54 Gbit/s"``.
+
     Parameters
     ----------
-    grad_time : float
-        Seconds one worker takes for one example's gradient (forward and
-        backward), measured on one worker.
+    grad_time : float or str
+        One example's gradient (forward and backward) on one worker.
     grads_per_worker : int
         Most examples one worker computes per update, as the estimators'
         ``grads_per_worker``: an update of ``B`` examples uses
         ``ceil(B / grads_per_worker)`` workers, up to ``max_workers``.
-    max_workers : int, default=32
-        Workers in the cluster.
-    latency : float, default=1e-4
-        Seconds for a message to cross the network (100 us: TCP within a
-        data center).
-    bandwidth : float, default=1.25e9
-        Bytes per second of one link (1.25e9: 10 Gbit/s Ethernet).
-    overhead : float, default=0.010
-        Seconds every update costs whatever its size: this project's calls
-        to the workers (beyond compute and bytes) and optimizer step. 10 ms
-        is a round figure; measure yours as an update's time minus its
-        ``compute_ms`` (both in the fit's history).
-    reduction : {"centralized", "allreduce"}, default="centralized"
-        How gradients are summed: through the client, as this project
-        does, or by a ring all-reduce among the workers (DDP, Horovod).
+    max_workers : int or None, default=None
+        Workers in the cluster; None follows the batch. When it binds,
+        :func:`simulate` warns and counts the updates it capped.
+    concurrency : int or None, default=None
+        Most tasks computing at once (client threads, or cores when workers
+        share a machine); None: every worker at once.
+    latency : float or str, default=1e-4
+        One message across the network (100 us: TCP within a data center).
+    bandwidth : float or str, default=1.25e9
+        One link (1.25e9 bytes/s: 10 Gbit/s Ethernet).
+    task_cost : float or str, default=0.0
+        Every task's fixed cost beside compute and transfers (a model copy,
+        a call's deserialization).
+    overhead : float or str, default=0.010
+        Every update's fixed cost: the client's calls and optimizer step.
+        Measure yours with :meth:`from_history`.
+    overhead_per_worker : float or str, default=0.0
+        Every update's cost per worker it uses (scheduling, replies).
+    reduction : str or None, default="centralized"
+        How weights go out and gradients come back: ``"centralized"``,
+        ``"allreduce"``, ``"tree"``, this library's ``"adadamp-direct"``,
+        ``"adadamp-tree"`` or ``"adadamp"``, or None (no transfer term).
 
     Examples
     --------
-    >>> Cluster(grad_time=1e-3, grads_per_worker=64, reduction="allreduce")
-    ... # doctest: +NORMALIZE_WHITESPACE
-    Cluster(grad_time=0.001, grads_per_worker=64, max_workers=32,
-            latency=0.0001, bandwidth=1250000000.0, overhead=0.01,
-            reduction='allreduce')
+    >>> Cluster(grad_time="612 us", grads_per_worker=128, latency="50 us",
+    ...         bandwidth="54 Gbit/s", reduction="tree").bandwidth
+    6750000000.0
+    >>> Cluster(grad_time=1e-3, grads_per_worker=64, bandwidth=54)
+    Traceback (most recent call last):
+    ...
+    ValueError: Cluster(bandwidth=54) is not accepted: a number is bytes per second, and 54 is too small for any network; give the unit, e.g. bandwidth='54 Gbit/s'
     """
 
     grad_time: float
     grads_per_worker: int
-    max_workers: int = 32
+    max_workers: int = None
+    concurrency: int = None
     latency: float = 1e-4
     bandwidth: float = 1.25e9
+    task_cost: float = 0.0
     overhead: float = 0.010
+    overhead_per_worker: float = 0.0
     reduction: str = "centralized"
 
     _checks: ClassVar[dict] = {"grad_time": "a positive number",
                                "grads_per_worker": "a positive integer",
-                               "max_workers": "a positive integer",
+                               "max_workers": "None or a positive integer",
+                               "concurrency": "None or a positive integer",
                                "latency": "a number >= 0",
                                "bandwidth": "a positive number",
-                               "overhead": "a number >= 0"}
+                               "task_cost": "a number >= 0",
+                               "overhead": "a number >= 0",
+                               "overhead_per_worker": "a number >= 0"}
 
     def __post_init__(self):
-        check_fields(self, self._checks)
+        for name, kind in self._checks.items():
+            value = getattr(self, name)
+            parse = (_simhistory.bytes_per_second if name == "bandwidth"
+                     else _simhistory.seconds if "number" in kind
+                     and name != "grads_per_worker" else None)
+            try:
+                parsed = parse(name, value) if parse else value
+            except ValueError as error:
+                raise ValueError(f"Cluster({error}") from None
+            if not KINDS[kind](parsed):
+                raise ValueError(f"Cluster({name}={value!r}) is not accepted; {name} "
+                                 f"must be {kind}")
+            low, high, example = _PLAUSIBLE.get(name, (None, None, None))
+            if not isinstance(value, str) and (
+                    (low is not None and parsed < low) or (high is not None and parsed >= high)):
+                unit = "bytes per second" if name == "bandwidth" else "seconds"
+                size = "small" if low is not None else "large"
+                raise ValueError(
+                    f"Cluster({name}={value!r}) is not accepted: a number is {unit}, and "
+                    f"{value!r} is too {size} for any network; give the unit, e.g. "
+                    f"{name}={example[1:-1]!r}" if name != "grad_time" else
+                    f"Cluster(grad_time={value!r}) is not accepted: a number is seconds "
+                    f"per example, and {value!r} is too large; give the unit, e.g. "
+                    f"grad_time={example[1:-1]!r} (78.32 ms per 128 examples is "
+                    "'612 us')")
+            object.__setattr__(self, name, parsed)
         if self.reduction not in REDUCTIONS:
             raise ValueError(f"Cluster(reduction={self.reduction!r}) is not accepted; "
                              f"reduction must be one of {REDUCTIONS}")
+
+    @classmethod
+    def from_history(cls, history, grads_per_worker=None, **kwargs):
+        """A cluster measured from a dask-adadamp fit's own history.
+
+        Every update's ``compute_ms``, ``comm_ms``, ``bytes_out``,
+        ``workers_ms`` and wall-clock time (``worker_s / workers_present``)
+        give ``grad_time`` and ``task_cost``, ``latency`` and ``bandwidth``
+        (of this library's paths), and ``overhead`` and
+        ``overhead_per_worker``; see :func:`dask_adadamp._simcalibrate.calibrate`.
+
+        Parameters
+        ----------
+        history : skorch History, list of epoch dicts, or fitted estimator
+        grads_per_worker : int or None
+            The fit's; taken from the estimator when None.
+        **kwargs
+            Fields of the cluster to predict, e.g. ``max_workers=4``,
+            ``concurrency=2`` (the cores, where workers share a machine).
+
+        Returns
+        -------
+        Cluster
+            With ``reduction="adadamp"``.
+
+        Examples
+        --------
+        >>> history = [{"batches": [
+        ...     {"batch_size": 64, "n_workers": 1, "compute_ms": 11.0, "comm_ms": 2.0,
+        ...      "bytes_out": 4000, "tree": False, "worker_s": 0.02, "workers_present": 1},
+        ...     {"batch_size": 128, "n_workers": 2, "compute_ms": 11.0, "comm_ms": 2.5,
+        ...      "bytes_out": 8000, "tree": False, "worker_s": 0.044, "workers_present": 2}]}]
+        >>> cluster = Cluster.from_history(history, grads_per_worker=64)
+        >>> round(cluster.overhead_per_worker * 1e3, 2), cluster.reduction
+        (1.5, 'adadamp')
+        """
+        from ._simcalibrate import calibrate
+        if grads_per_worker is None:
+            grads_per_worker = getattr(history, "grads_per_worker", None)
+        check_argument("grads_per_worker", grads_per_worker, "a positive integer")
+        measured = calibrate(history, grads_per_worker)
+        return cls(grads_per_worker=grads_per_worker, reduction="adadamp",
+                   **{**measured, **kwargs})
 
 
 def update_seconds(batch_sizes, n_params, cluster):
@@ -141,21 +228,19 @@ def update_seconds(batch_sizes, n_params, cluster):
     >>> update_seconds([64, 640], n_params=1_000_000, cluster=cluster).round(4)
     array([0.0706, 0.1282])
     """
-    _, compute, communication = _parts(batch_sizes, n_params, cluster)
-    return compute + communication + cluster.overhead
+    parts = _parts(_simhistory._sizes(batch_sizes, "batch sizes"), n_params, cluster)
+    return parts["compute"] + parts["communication"] + parts["overhead"]
 
 
-def batch_sizes(history):
+def batch_sizes(history, n_train=None):
     """Batch size of every model update a fit recorded, in order.
 
     Parameters
     ----------
-    history : skorch History, list of dict, or a fitted estimator
-        The ``history`` of a :class:`~dask_adadamp.DaskClassifier` or
-        :class:`~dask_adadamp.DaskRegressor` (or the estimator itself).
-        Every model update is an entry of ``history[epoch]["batches"]``
-        with the key ``"batch_size"``; entries without it (validation
-        batches) are not updates.
+    history : history, table or list
+        Anything :func:`simulate` takes for one schedule.
+    n_train : int or None
+        Training examples, for a per-epoch table without update counts.
 
     Returns
     -------
@@ -168,41 +253,50 @@ def batch_sizes(history):
     >>> batch_sizes(history)
     [32, 32, 64]
     """
-    sizes = [int(row["batch_size"]) for row in update_rows(history_epochs(history))]
-    if not sizes:
-        raise ValueError("the history has no model updates: no entry of "
-                         "history[epoch]['batches'] has the key 'batch_size', which "
-                         "DaskClassifier and DaskRegressor record for every update")
-    return sizes
+    return _simhistory.read(history, n_train).sizes.tolist()
 
 
-def simulate(histories, n_params, cluster, n_train=None):
+def simulate(histories, n_params, cluster, n_train=None, updates=None):
     """Simulated wall-clock time of recorded fits on one cluster.
 
     Parameters
     ----------
     histories : dict
-        Schedule name -> what its fit did: a history as
-        :func:`batch_sizes` takes it, a fitted estimator, or the list of
-        its batch sizes.
+        Schedule name -> what its fit did, in any of these shapes:
+
+        - a dask-adadamp or skorch ``History``, a list of its epoch dicts,
+          or the fitted estimator: its updates and epochs as recorded;
+        - a table, ``pandas.DataFrame`` or the path of a CSV file, with a
+          batch-size column (``partial_fit__batch_size``, ``batch_size_``,
+          ``batch_size`` or ``train_batch_size``): one row per update (an
+          ``epoch`` column that repeats counts the epochs), or one row per
+          epoch, with its updates from a cumulative or per-epoch
+          ``n_updates``/``model_updates`` column (and its examples from
+          ``n_examples``/``n_data``), or from ``n_train``;
+        - a list or array of per-update batch sizes (integral floats such as
+          128.0 are taken); with ``n_train``, an epoch ends once it has seen
+          ``n_train`` examples. A list that looks like one size per epoch
+          warns.
     n_params : int
         Parameters of the model.
     cluster : Cluster
-        The cluster, with its reduction, to simulate.
     n_train : int or None, default=None
-        Training examples, for the epochs of lists of batch sizes (a
-        history counts its own epochs).
+        Training examples: the epochs of a list, the updates of a per-epoch
+        table without counts.
+    updates : {None, "cumulative", "per_epoch"}, default=None
+        How a table's update counts are kept; None: cumulative when they
+        rise every epoch.
 
     Returns
     -------
     pandas.DataFrame
-        One row per schedule (index ``schedule``), with columns
-        ``model_updates``, ``epochs``, ``examples``, ``max_workers`` (the
-        most workers one update used), ``compute_minutes``,
-        ``communication_minutes``, ``overhead_minutes`` and ``minutes``,
-        their sum; and ``worker_minutes``, the workers the cluster held,
-        integrated over the fit (an update of ``P_k`` workers holds them
-        for its whole time: what a cluster that follows the batch bills).
+        One row per schedule (index ``schedule``): ``model_updates``,
+        ``epochs``, ``examples``, ``max_workers`` (the most workers one
+        update used), ``updates_capped`` (updates that wanted more than
+        ``max_workers``), ``compute_minutes``, ``communication_minutes``,
+        ``overhead_minutes`` and ``minutes``, their sum; ``worker_minutes``,
+        the workers held, integrated over the fit (what a cluster that
+        follows the batch bills).
 
     Examples
     --------
@@ -218,83 +312,120 @@ def simulate(histories, n_params, cluster, n_train=None):
     if not isinstance(histories, Mapping) or not histories:
         what = "an empty dict" if isinstance(histories, Mapping) else type(histories).__name__
         raise ValueError(f"histories as {what} is not accepted; pass a non-empty dict "
-                         "of schedule name -> history or list of batch sizes")
+                         "of schedule name -> history, table or list of batch sizes")
     if n_train is not None:
         check_argument("n_train", n_train, "a positive integer")
-    rows = {}
+    if not isinstance(cluster, Cluster):
+        raise TypeError(f"cluster={cluster!r} is not accepted; pass a "
+                        "dask_adadamp.simulate.Cluster")
+    rows, capped = {}, {}
     for name, run in histories.items():
         try:
-            sizes, epochs = _sizes_and_epochs(run, n_train)
-            workers, compute, communication = _parts(sizes, n_params, cluster)
+            schedule = _simhistory.read(run, n_train, updates)
+            parts = _parts(schedule.sizes, n_params, cluster)
         except ValueError as error:
             raise ValueError(f"histories[{name!r}]: {error}") from None
-        overhead = cluster.overhead * len(sizes)
-        seconds = compute + communication + cluster.overhead
+        _check_recorded_workers(name, schedule, cluster)
+        sizes, workers = schedule.sizes, parts["workers"]
+        seconds = parts["compute"] + parts["communication"] + parts["overhead"]
+        wanted = -(-sizes // cluster.grads_per_worker)
+        if (wanted > workers).any():
+            capped[name] = (int((wanted > workers).sum()), len(sizes), int(wanted.max()))
         rows[name] = {
-            "model_updates": len(sizes),
-            "epochs": epochs,
-            "examples": int(sum(sizes)),
-            "max_workers": int(workers.max()),
-            "compute_minutes": compute.sum() / 60,
-            "communication_minutes": communication.sum() / 60,
-            "overhead_minutes": overhead / 60,
-            "minutes": (compute.sum() + communication.sum() + overhead) / 60,
-            "worker_minutes": float(workers @ seconds) / 60,
-        }
+            "model_updates": len(sizes), "epochs": schedule.epochs,
+            "examples": int(sizes.sum()), "max_workers": int(workers.max()),
+            "updates_capped": int((wanted > workers).sum()),
+            "compute_minutes": parts["compute"].sum() / 60,
+            "communication_minutes": parts["communication"].sum() / 60,
+            "overhead_minutes": parts["overhead"].sum() / 60,
+            "minutes": seconds.sum() / 60,
+            "worker_minutes": float(workers @ seconds) / 60}
+    if capped:
+        said = "; ".join(f"{name!r}: {n:,} of {total:,} updates wanted up to {most}"
+                         for name, (n, total, most) in capped.items())
+        warnings.warn(f"max_workers={cluster.max_workers} binds ({said}), so those "
+                      "updates ran on fewer workers than their batch asks for (column "
+                      "updates_capped); pass max_workers=None for a cluster that "
+                      "follows the batch", UserWarning, stacklevel=2)
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "schedule"
     return table
 
 
-def _sizes_and_epochs(run, n_train):
-    """Batch sizes and epochs of one fit: a history or a list of sizes."""
-    if not hasattr(run, "history"):
-        if not isinstance(run, Iterable):
-            raise ValueError(f"a {type(run).__name__} is not accepted; pass a history, "
-                             "a fitted estimator or a list of batch sizes")
-        items = list(run)
-        if not items:
-            raise ValueError("an empty history or list of batch sizes is not "
-                             "accepted; a fit needs at least one model update")
-        if not any(isinstance(item, Mapping) for item in items):
-            sizes = list(_check_sizes(items))
-            return sizes, (sum(sizes) / n_train if n_train else float("nan"))
-        run = items
-    return batch_sizes(run), len(history_epochs(run))
+def _check_recorded_workers(name, schedule, cluster):
+    """A table that recorded each epoch's workers (adadamp's ``n_workers``)
+    should agree with ``ceil(B / grads_per_worker)``; else the cluster's
+    ``grads_per_worker`` is not the fit's."""
+    if schedule.workers is None:
+        return
+    recorded = np.asarray(schedule.workers, dtype=float)
+    wanted = -(-schedule.sizes // cluster.grads_per_worker)
+    off = np.flatnonzero(np.isfinite(recorded) & (recorded != wanted))
+    if off.size:
+        i = off[0]
+        implied = schedule.sizes[i] / recorded[i] if recorded[i] else float("nan")
+        warnings.warn(
+            f"histories[{name!r}]: its n_workers column records {recorded[i]:g} workers "
+            f"at batch {schedule.sizes[i]}, where grads_per_worker="
+            f"{cluster.grads_per_worker} gives {wanted[i]} ({off.size:,} updates "
+            f"differ); the fit's grads_per_worker was about {implied:g}",
+            UserWarning, stacklevel=3)
 
 
-def _parts(batch_sizes, n_params, cluster):
-    """Workers, compute seconds and communication seconds of each update."""
-    sizes = _check_sizes(batch_sizes)
+def _parts(sizes, n_params, cluster):
+    """Workers, and compute, communication and overhead seconds of each
+    update (one line of docs/simulate.md each)."""
     check_argument("n_params", n_params, "a positive integer")
     if not isinstance(cluster, Cluster):
         raise TypeError(f"cluster={cluster!r} is not accepted; pass a "
                         "dask_adadamp.simulate.Cluster")
-    workers = np.clip(_ceil_div(sizes, cluster.grads_per_worker), 1, cluster.max_workers)
-    compute = cluster.grad_time * _ceil_div(sizes, workers)
-    transfer = BYTES_PER_PARAM * n_params / cluster.bandwidth
-    if cluster.reduction == "centralized":
-        # Weights out to P workers and P sums back, all through the client's link.
-        communication = 2 * (cluster.latency + workers * transfer)
+    sizes = np.asarray(sizes, dtype=np.int64)
+    chunks = _ceil_div(sizes, cluster.grads_per_worker)
+    workers = (chunks if cluster.max_workers is None
+               else np.minimum(chunks, cluster.max_workers))
+    running = workers if cluster.concurrency is None else np.minimum(workers,
+                                                                     cluster.concurrency)
+    rounds = _ceil_div(workers, running)
+    reduction = cluster.reduction
+    if reduction is not None and reduction.startswith("adadamp"):
+        # One call per worker carries its chunks; the cores compute
+        # ceil(C / c) chunks each, the transfers are paid once.
+        examples = np.minimum(sizes, cluster.grads_per_worker * _ceil_div(chunks, running))
+        compute = rounds * cluster.task_cost + cluster.grad_time * examples
+        communication = _transfer(reduction, workers, chunks, n_params, cluster)
     else:
-        # A ring: reduce-scatter then all-gather, P - 1 steps each, every
-        # step moving 1 / P of the gradient over every link at once.
-        communication = (2 * (workers - 1) * cluster.latency
-                         + 2 * (workers - 1) / workers * transfer)
-    return workers, compute, communication
+        # Every round of tasks pays a task's cost, compute and transfers.
+        compute = rounds * (cluster.task_cost
+                            + cluster.grad_time * _ceil_div(sizes, workers))
+        communication = rounds * _transfer(reduction, workers, chunks, n_params, cluster)
+    overhead = cluster.overhead + cluster.overhead_per_worker * workers
+    return {"workers": workers, "compute": compute, "communication": communication,
+            "overhead": overhead}
+
+
+def _transfer(reduction, workers, chunks, n_params, cluster):
+    """Seconds to send the weights and bring the gradients back, for ``P``
+    workers and ``C`` chunks; ``S / W`` is one copy over one link."""
+    one = BYTES_PER_PARAM * n_params / cluster.bandwidth
+    latency, p = cluster.latency, workers.astype(float)
+    levels = np.ceil(np.log2(p))  # a binary tree over P workers
+    if reduction == "adadamp":
+        via_tree = chunks > DIRECT_CHUNKS_PER_WORKER * workers
+        return np.where(via_tree, _transfer("adadamp-tree", workers, chunks, n_params, cluster),
+                        _transfer("adadamp-direct", workers, chunks, n_params, cluster))
+    if reduction == "centralized":  # P copies out, P sums back, one link
+        return 2 * (latency + p * one)
+    if reduction == "allreduce":  # a ring: reduce-scatter, then all-gather
+        return 2 * (p - 1) * latency + 2 * (p - 1) / p * one
+    if reduction == "tree":  # weights down a binary tree, gradients up it
+        return 2 * levels * (latency + one)
+    if reduction == "adadamp-direct":  # P copies out, one gradient per chunk back
+        return 2 * latency + (p + chunks) * one
+    if reduction == "adadamp-tree":  # one copy to the first worker, a tree, one sum back
+        return 2 * (1 + levels) * (latency + one)
+    return np.zeros(len(workers))
 
 
 def _ceil_div(a, b):
     return -(-a // b)
 
-
-def _check_sizes(batch_sizes):
-    sizes = list(batch_sizes)
-    if not sizes:
-        raise ValueError("batch_sizes=[] is not accepted; a fit needs at least "
-                         "one model update")
-    bad = [b for b in sizes if not KINDS["a positive integer"](b)]
-    if bad:
-        raise ValueError(f"batch sizes {bad[:5]!r} are not accepted; every batch "
-                         "size must be a positive integer")
-    return np.asarray(sizes, dtype=np.int64)
