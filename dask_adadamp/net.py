@@ -43,7 +43,7 @@ from ._fit import Fit
 from ._process import SEEDED_INIT, client_threads, local_device
 from ._sampling import Update
 from ._worker import ModelSpec
-from .callbacks import DashboardFeed, UpdateLog
+from .callbacks import DashboardFeed, PrintLog, UpdateLog
 from .exceptions import ClientClosedError
 
 
@@ -240,8 +240,10 @@ class DaskNetMixin:
     def _default_callbacks(self):
         # skorch's, then the Dask nets' own records of each update (before
         # the user's callbacks, which may read them; PrintLog stays last).
-        return [*super()._default_callbacks, ("update_log", UpdateLog()),
-                ("dashboard", DashboardFeed())]
+        # Their PrintLog leaves out the history's list-valued columns.
+        return [*((name, PrintLog() if name == "print_log" else callback)
+                  for name, callback in super()._default_callbacks),
+                ("update_log", UpdateLog()), ("dashboard", DashboardFeed())]
 
     def _fit_on_cluster(self, X_train, y_train, dataset_train, dataset_valid,
                         epochs, constant, fit_params):
