@@ -2,10 +2,12 @@
 
 :class:`DaskNetMixin`, mixed into skorch's ``NeuralNetClassifier`` and
 ``NeuralNetRegressor`` (:mod:`dask_adadamp.estimator`), replaces one step:
-the gradient of each model update is computed by Dask tasks (see
-:mod:`dask_adadamp._engine`) instead of a local forward/backward pass. The
-optimizer, callbacks, history, validation and prediction are skorch's own
-and run in the client process.
+the gradient of each model update is computed on the workers that hold
+the batch's rows, by direct calls to the handler each worker runs (not
+Dask tasks: see :mod:`dask_adadamp._engine` and
+:mod:`dask_adadamp._extension`), instead of a local forward/backward pass.
+The optimizer, callbacks, history, validation and prediction are skorch's
+own and run in the client process.
 
 One fit, seen from the client::
 

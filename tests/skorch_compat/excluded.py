@@ -1,7 +1,10 @@
 """skorch tests that do not run against the Dask classes, each with why.
 
-Keys are substrings of pytest node ids (``test_file.py::Class::test``);
-every parametrization of a listed test is excluded with it.
+Keys are pytest node ids less their parametrization
+(``test_file.py::Class::test``), matched exactly: every parametrization of
+a listed test is excluded with it, and no other test (the key
+``test_predefined_split`` leaves ``test_predefined_split_with_y`` to run).
+A key that names no test of skorch's suite stops the run (swap.py).
 """
 NAME = "asserts the class's own name in a message or repr (skorch's NeuralNet*, here Dask*)"
 CALLS = ("records calls made inside the module, criterion or net in a list or mock "

@@ -50,11 +50,14 @@ def pytest_unconfigure(config):
         _STATE["cluster"].close()
 
 
+def _test_id(nodeid):
+    """A node id less its parametrization (``test_net.py::T::test_x[a-1]``
+    is ``test_net.py::T::test_x``), as :mod:`excluded` names tests."""
+    return nodeid.split("[", 1)[0]
+
+
 def _excluded(nodeid):
-    for pattern, reason in EXCLUDED.items():
-        if pattern in nodeid:
-            return reason
-    return None
+    return EXCLUDED.get(_test_id(nodeid))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -62,6 +65,15 @@ def pytest_collection_modifyitems(config, items):
         reason = _excluded(item.nodeid)
         if reason is not None:
             item.add_marker(pytest.mark.skip(reason=f"excluded: {reason}"))
+    # Every exclusion names a test of the whole suite: one that names none
+    # (renamed in a newer skorch, or mistyped) would exclude nothing.
+    if not (config.getoption("keyword") or config.getoption("markexpr")
+            or config.getoption("deselect")):
+        unmatched = set(EXCLUDED) - {_test_id(item.nodeid) for item in items}
+        if unmatched:
+            raise pytest.UsageError(
+                "tests/skorch_compat/excluded.py names tests that skorch's suite "
+                f"does not have: {sorted(unmatched)}")
 
 
 @pytest.hookimpl(hookwrapper=True)
