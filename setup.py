@@ -8,19 +8,30 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["dask_adadamp", "dask_adadamp.*"]),
     python_requires=">=3.10",
+    # Lower bounds: the versions .ci/lower-bounds installs (.ci/lower-bounds.txt)
+    # and tests; see README, "Dependencies".
     install_requires=[
         "numpy>=1.24",
         "torch>=2.1",
-        "skorch>=1.0",
+        "skorch>=1.2",  # 1.1: nets are BaseEstimators; 1.2: unpickled under torch 2.6's weights_only
         "scikit-learn>=1.3",
+        "scipy>=1.10",  # sparse X
         "threadpoolctl>=3",  # the client's BLAS threads during training
-        "dask[array]>=2024.1",
-        "distributed>=2024.1",
+        "dask[array]>=2024.7",
+        # 2024.7: distributed.client.FuturesCancelledError, and the scheduler's
+        # event broker, whose log the dashboard plugin keeps bounded
+        # (Scheduler._broker; before, Scheduler.events)
+        "distributed>=2024.7",
         "bokeh>=3.1",  # the Dask dashboard and its /adadamp page
-        "dask-ml>=2024.4",
-        "cloudpickle>=2.0",
-        "pandas",
+        "tornado>=6.2",  # the /adadamp page's handlers
+        "dask-ml>=2024.4.4",
+        "cloudpickle>=2.2",  # 2.2: Python 3.11
+        "pandas>=2.0",
+        "toolz>=0.12",  # 0.10-0.11: tlz fails to import on Python 3.11
+        "pyyaml>=6.0.1",  # adadamp.yaml, the dask config defaults
+        "tqdm>=4.64",  # ProgressBar (older: sys.setcheckinterval, gone in Python 3.9)
     ],
+    package_data={"dask_adadamp": ["adadamp.yaml"]},
     extras_require={
         # flaky, safetensors: skorch's own tests use them (tests/skorch_compat);
         # cryptography: a TLS cluster in tests (Security.temporary)

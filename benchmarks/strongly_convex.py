@@ -203,8 +203,11 @@ def markdown(result):
              f"1..{p['smin']}; eps = {p['eps_rel']:g} (F(w_0) - F*); B0 = {p['B0']}; "
              f"plain SGD, each schedule at its best rate of {list(LRS)} (fewest "
              f"updates to eps on the problem of seed {p['tune_seed']}, chosen in this "
-             f"run); seeds {list(p['seeds'])}; 2 local workers. Examples: the gradients' "
-             "rows; loss examples: the rows AdaDamp's evaluations of F read besides.", "",
+             f"run); seeds {list(p['seeds'])}; 2 local workers. AdaDamp is given the "
+             "exact F* (`loss_min=F*`, from numpy.linalg.lstsq), which a user rarely "
+             "knows; its batch follows (F(w_0) - F*) / (F(w_k) - F*). Examples: the "
+             "gradients' rows; loss examples: the rows AdaDamp's evaluations of F "
+             "read besides.", "",
              table(["seed", "schedule", "lr", "reached eps", "model updates", "examples",
                     "loss examples", "largest batch"],
                    [[r["seed"], r["schedule"], r["lr"], "yes" if r["reached"] else "no",

@@ -8,6 +8,8 @@ The estimators are skorch nets; only their training loop runs on Dask::
 """
 import importlib
 
+from . import _config  # noqa: F401 - registers the adadamp.* dask config defaults
+
 # Imported on first use: the scheduler imports dask_adadamp.dashboard for the
 # dashboard page, and must not spend seconds of its event loop importing
 # torch and skorch for it.

@@ -53,7 +53,7 @@ def scale_lead():
     ...     scale_lead()
     (60.0, False)
     """
-    value = dask.config.get("adadamp.scale-lead", "auto")
+    value = dask.config.get("adadamp.scale-lead")
     if value == "auto":
         return START_LEAD_S, True
     try:
@@ -74,7 +74,7 @@ def allocation():
     >>> allocation()
     'batch'
     """
-    value = dask.config.get("adadamp.allocation", "batch")
+    value = dask.config.get("adadamp.allocation")
     if value not in ("batch", "goodput"):
         raise ValueError(f"dask config 'adadamp.allocation'={value!r} is not accepted; "
                          "give 'batch' (ceil(B / grads_per_worker) workers) or "

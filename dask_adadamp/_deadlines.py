@@ -38,7 +38,7 @@ def call_timeout():
     >>> call_timeout()
     'auto'
     """
-    value = dask.config.get("adadamp.call-timeout", "auto")
+    value = dask.config.get("adadamp.call-timeout")
     if value == "auto":
         return value
     try:

@@ -68,7 +68,7 @@ class WorkerExtension(WorkerPlugin):
         self.worker = worker
         worker.handlers["adadamp_compute"] = self.compute
         worker.handlers["adadamp_tree"] = self.tree
-        if dask.config.get("adadamp.tune-worker-malloc", True):
+        if dask.config.get("adadamp.tune-worker-malloc"):
             keep_buffers_in_heap()
 
     def teardown(self, worker):

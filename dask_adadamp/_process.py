@@ -31,7 +31,7 @@ def client_threads():
     """
     from threadpoolctl import threadpool_limits
 
-    threads = dask.config.get("adadamp.client-threads", 1)
+    threads = dask.config.get("adadamp.client-threads")
     if threads is None:
         yield
         return

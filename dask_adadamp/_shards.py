@@ -40,9 +40,6 @@ from .exceptions import DataLostError, NoWorkersError
 
 logger = logging.getLogger(__name__)
 
-#: Seconds a fit waits for workers when it has none left (dask config
-#: ``adadamp.recover-timeout``).
-RECOVER_TIMEOUT = 60
 # Rows gathered on the client before they are sent: the copies placement
 # makes (a shard's rows are not contiguous in X) stay this small.
 SCATTER_BYTES = 64 * 2**20
@@ -62,7 +59,7 @@ def recover_timeout():
     ...     recover_timeout()
     5.0
     """
-    return float(dask.config.get("adadamp.recover-timeout", RECOVER_TIMEOUT))
+    return float(dask.config.get("adadamp.recover-timeout"))
 
 
 def _unknown(a):

@@ -2,6 +2,7 @@
 Dask nets' default callbacks that record each update."""
 import tqdm
 from skorch.callbacks import Callback
+from skorch.callbacks import PrintLog as _SkorchPrintLog
 from skorch.callbacks import ProgressBar as _SkorchProgressBar
 from skorch.dataset import get_len
 
@@ -69,6 +70,35 @@ class ProgressBar(_SkorchProgressBar):
         # A training batch is the update (its len is its examples); a
         # validation batch is skorch's (X, y).
         self.pbar_.update(len(batch) if training else get_len(batch[0]))
+
+
+class PrintLog(_SkorchPrintLog):
+    """skorch's epoch table, less the history's list-valued columns (the
+    Dask nets' default ``print_log``).
+
+    ``scale_lags_s`` and ``workers_lost`` hold one entry per event (a
+    scale-up's lag, a lost worker's address) and are empty in most epochs:
+    as columns they print ``[]``. They stay in the history; the table
+    leaves them out, beside ``keys_ignored``. Parameters as skorch's
+    :class:`skorch.callbacks.PrintLog`.
+
+    Examples
+    --------
+    >>> from dask_adadamp import DaskRegressor
+    >>> import torch
+    >>> net = DaskRegressor(torch.nn.Linear, module__in_features=2,
+    ...                     module__out_features=1).initialize()
+    >>> sorted(dict(net.callbacks_)["print_log"].keys_ignored_)
+    ['batches', 'scale_lags_s', 'workers_lost']
+    """
+
+    #: Epoch keys of the history whose values are lists.
+    LIST_KEYS = ("scale_lags_s", "workers_lost")
+
+    def initialize(self):
+        super().initialize()
+        self.keys_ignored_.update(self.LIST_KEYS)
+        return self
 
 
 class UpdateLog(Callback):

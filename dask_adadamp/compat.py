@@ -13,9 +13,10 @@ fails at once with ``RuntimeError: Attempting to use an asynchronous Client
 in a synchronous context of `dask.compute``` (dask/dask-ml#1016).
 
 dask-ml runs ``partial_fit`` inside worker tasks. A dask-adadamp estimator
-trains by submitting tasks from there; it secedes from the worker's thread
-pool while it does (see :func:`dask_adadamp._cluster.seceded`), so that needs
-nothing here.
+fitted there places its rows on the workers and calls their handlers
+directly for each update (no tasks of its own); it secedes from the
+worker's thread pool while it waits for them (see
+:func:`dask_adadamp._cluster.seceded`), so that needs nothing here.
 
 What this layer changes
 -----------------------

@@ -2,10 +2,12 @@
 
 :class:`DaskNetMixin`, mixed into skorch's ``NeuralNetClassifier`` and
 ``NeuralNetRegressor`` (:mod:`dask_adadamp.estimator`), replaces one step:
-the gradient of each model update is computed by Dask tasks (see
-:mod:`dask_adadamp._engine`) instead of a local forward/backward pass. The
-optimizer, callbacks, history, validation and prediction are skorch's own
-and run in the client process.
+the gradient of each model update is computed on the workers that hold
+the batch's rows, by direct calls to the handler each worker runs (not
+Dask tasks: see :mod:`dask_adadamp._engine` and
+:mod:`dask_adadamp._extension`), instead of a local forward/backward pass.
+The optimizer, callbacks, history, validation and prediction are skorch's
+own and run in the client process.
 
 One fit, seen from the client::
 
@@ -43,7 +45,7 @@ from ._fit import Fit
 from ._process import SEEDED_INIT, client_threads, local_device
 from ._sampling import Update
 from ._worker import ModelSpec
-from .callbacks import DashboardFeed, UpdateLog
+from .callbacks import DashboardFeed, PrintLog, UpdateLog
 from .exceptions import ClientClosedError
 
 
@@ -268,8 +270,10 @@ class DaskNetMixin:
     def _default_callbacks(self):
         # skorch's, then the Dask nets' own records of each update (before
         # the user's callbacks, which may read them; PrintLog stays last).
-        return [*super()._default_callbacks, ("update_log", UpdateLog()),
-                ("dashboard", DashboardFeed())]
+        # Their PrintLog leaves out the history's list-valued columns.
+        return [*((name, PrintLog() if name == "print_log" else callback)
+                  for name, callback in super()._default_callbacks),
+                ("update_log", UpdateLog()), ("dashboard", DashboardFeed())]
 
     def _fit_on_cluster(self, X_train, y_train, dataset_train, dataset_valid,
                         epochs, spec, fit_params):
