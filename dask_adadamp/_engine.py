@@ -64,7 +64,7 @@ def tree_policy():
     ...     tree_policy()
     4
     """
-    value = dask.config.get("adadamp.tree-workers", "auto")
+    value = dask.config.get("adadamp.tree-workers")
     if value in (None, 0):
         return None
     if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)
