@@ -119,24 +119,33 @@ async def within_deadlines(tasks, deadlines, answered_at=None, gone=None):
     due = {t: start + deadlines[a] for t, a in tasks.items()}
     replies, pending = {}, set(tasks)
     answered = answered_at is not None and start - answered_at < min(deadlines.values())
-    while pending:
-        now = time.monotonic()
-        wake = min([d for t, d in due.items() if t in pending and d > now] + [limit]
-                   + ([now + WATCH_S] if gone is not None else []))
-        done, pending = await asyncio.wait(pending, timeout=max(0.0, wake - now),
-                                           return_when=asyncio.FIRST_COMPLETED)
-        for t in done:
-            replies[tasks[t]] = t.result()
-            answered = True
-        now = time.monotonic()
-        left = {t for t in pending if gone is not None and gone(tasks[t])}
-        for t in left:
-            t.cancel()
-            replies[tasks[t]] = {"status": "lost", "error": "the scheduler removed it"}
-        pending -= left
-        late = {t for t in pending if now >= due[t] and (answered or now >= limit)}
-        for t in late:
-            t.cancel()
-            replies[tasks[t]] = {"status": "stalled", "deadline_s": deadlines[tasks[t]]}
-        pending -= late
-    return {a: replies[a] for a in tasks.values()}
+    try:
+        while pending:
+            now = time.monotonic()
+            wake = min([d for t, d in due.items() if t in pending and d > now] + [limit]
+                       + ([now + WATCH_S] if gone is not None else []))
+            done, pending = await asyncio.wait(pending, timeout=max(0.0, wake - now),
+                                               return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                replies[tasks[t]] = t.result()
+                answered = True
+            now = time.monotonic()
+            left = {t for t in pending if gone is not None and gone(tasks[t])}
+            for t in left:
+                t.cancel()
+                replies[tasks[t]] = {"status": "lost", "error": "the scheduler removed it"}
+            pending -= left
+            late = {t for t in pending if now >= due[t] and (answered or now >= limit)}
+            for t in late:
+                t.cancel()
+                replies[tasks[t]] = {"status": "stalled", "deadline_s": deadlines[tasks[t]]}
+            pending -= late
+        return {a: replies[a] for a in tasks.values()}
+    finally:
+        # Left by an error (a call's, or the fit interrupted): no call left
+        # running, and no call's error reported by asyncio as never retrieved.
+        for t in tasks:
+            if not t.done():
+                t.cancel()
+            elif not t.cancelled():
+                t.exception()

@@ -323,3 +323,37 @@ def test_a_bad_call_timeout_is_refused(client, small_data, value):
     with dask.config.set({"adadamp.call-timeout": value}), \
             pytest.raises(ValueError, match="'adadamp.call-timeout'"):
         make_classifier(client=client, max_epochs=1).fit(X, y)
+
+
+def test_a_call_that_fails_leaves_no_call_running_nor_an_unretrieved_error():
+    # A round left by an error (a call raised, or the fit was interrupted):
+    # the other calls are cancelled, and a second failed call's error is
+    # retrieved (asyncio would log "Task exception was never retrieved").
+    import asyncio
+    import gc
+
+    from dask_adadamp._deadlines import within_deadlines
+
+    async def fails(message):
+        raise RuntimeError(message)
+
+    async def round_():
+        slow = asyncio.ensure_future(asyncio.sleep(3600))
+        tasks = {asyncio.ensure_future(fails("pool closed")): "a",
+                 asyncio.ensure_future(fails("also closed")): "b", slow: "c"}
+        with pytest.raises(RuntimeError, match="closed"):
+            await within_deadlines(tasks, {"a": 5.0, "b": 5.0, "c": 5.0})
+        await asyncio.sleep(0)
+        return slow, list(tasks)
+
+    loop = asyncio.new_event_loop()
+    unretrieved = []
+    loop.set_exception_handler(lambda loop, context: unretrieved.append(context))
+    try:
+        slow, tasks = loop.run_until_complete(round_())
+        assert slow.cancelled()
+        del tasks
+        gc.collect()
+    finally:
+        loop.close()
+    assert unretrieved == []
