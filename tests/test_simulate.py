@@ -182,6 +182,12 @@ def test_a_per_epoch_list_warns():
                                          r"table"):
         simulate({"16k": per_epoch}, N_PARAMS, tiny_cluster(max_workers=None),
                  n_train=50_000)
+    # Also where one of its changes falls on an epoch's start by chance (at
+    # 140 of these, doubling every 20 epochs).
+    doubling = [min(128 * 2 ** (e // 20), 16000) for e in range(200)]
+    with pytest.warns(UserWarning, match="is this one batch size per epoch"):
+        simulate({"x2": doubling}, N_PARAMS, tiny_cluster(max_workers=None),
+                 n_train=50_000)
     # The same schedule per update does not warn.
     per_update = [128] * 391 * 3 + [640] * 79 * 3
     with warnings.catch_warnings():
