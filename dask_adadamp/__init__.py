@@ -15,7 +15,7 @@ from . import _config  # noqa: F401 - registers the adadamp.* dask config defaul
 # torch and skorch for it.
 _EXPORTS = {"DaskClassifier": "estimator", "DaskNetMixin": "net",
             "DaskRegressor": "estimator", "ProgressBar": "callbacks",
-            "plot_history": "plots"}
+            "plot_history": "plots", "plot_predicted": "plots"}
 
 __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"

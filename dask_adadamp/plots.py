@@ -1,7 +1,7 @@
 """Figures of a fit's history, as in the AdaDamp papers.
 
-Matplotlib is imported when :func:`plot_history` is called, so that the
-package itself does not depend on it.
+Matplotlib is imported when :func:`plot_history` or :func:`plot_predicted`
+is called, so that the package itself does not depend on it.
 """
 import numbers
 
@@ -9,7 +9,7 @@ import numpy as np
 
 from ._history import epochs as history_epochs, update_rows
 
-__all__ = ["plot_history"]
+__all__ = ["plot_history", "plot_predicted"]
 
 #: The labels (``Axes.get_label()``) of the six panels, in the order of the
 #: ``axes`` argument of :func:`plot_history`. A panel's right-hand y axis,
@@ -148,6 +148,74 @@ def plot_history(est_or_history, *, test_key=None, axes=None):
         _pair(panels[name], x, epochs, losses, score, xlabel=xlabel,
               title=f"Loss{' and ' + score if score else ''} against {what}")
     return fig
+
+
+def plot_predicted(est_or_history, cluster, n_params, *, ax=None):
+    """Plot a fit's measured wall-clock time against the simulator's.
+
+    Both cumulative over the fit's model updates: *measured*, each update's
+    seconds from the end of the previous one (``worker_s /
+    workers_present``, as the history's resource bill records it);
+    *predicted*, :func:`dask_adadamp.simulate.update_seconds` of the same
+    batch sizes on ``cluster``. With ``cluster =
+    Cluster.from_history(net)`` it shows how well the calibration fits the
+    fit it came from; with another cluster, what the same updates would
+    have taken there.
+
+    Parameters
+    ----------
+    est_or_history : estimator or list of dict
+        A fitted Dask net or its history (as for :func:`plot_history`).
+    cluster : dask_adadamp.simulate.Cluster
+    n_params : int
+        The model's parameters.
+    ax : matplotlib Axes or None
+        Where to draw; None: a new figure.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Its axes hold the lines ``"measured"`` and ``"predicted"``.
+
+    Raises
+    ------
+    ValueError
+        If the history records no update's ``worker_s``.
+
+    Examples
+    --------
+    >>> from dask_adadamp.simulate import Cluster
+    >>> history = [{"batches": [
+    ...     {"batch_size": 64, "worker_s": 0.02, "workers_present": 1},
+    ...     {"batch_size": 128, "worker_s": 0.05, "workers_present": 2}]}]
+    >>> cluster = Cluster(grad_time="100 us", grads_per_worker=64)
+    >>> fig = plot_predicted(history, cluster, n_params=1000)
+    >>> [line.get_label() for line in fig.axes[0].get_lines()]
+    ['measured', 'predicted']
+    """
+    import matplotlib.pyplot as plt
+
+    from .simulate import update_seconds
+
+    rows = [r for r in update_rows(history_epochs(est_or_history))
+            if r.get("worker_s") is not None and r.get("workers_present")]
+    if not rows:
+        raise ValueError(
+            "no update of the history records 'worker_s' and 'workers_present' "
+            "(the resource bill of a dask-adadamp fit); fit with this version "
+            "of dask-adadamp, or pass that fit's estimator or history")
+    measured = np.cumsum([r["worker_s"] / r["workers_present"] for r in rows])
+    predicted = np.cumsum(update_seconds([r["batch_size"] for r in rows], n_params,
+                                         cluster))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.5))
+    number = np.arange(1, len(rows) + 1)
+    ax.plot(number, measured, label="measured")
+    ax.plot(number, predicted, label="predicted", linestyle="--")
+    ax.set(xlabel="model updates", ylabel="wall-clock time (s)",
+           title=f"measured {measured[-1]:.1f} s, predicted {predicted[-1]:.1f} s")
+    ax.legend()
+    return ax.figure
 
 
 def _epochs(est_or_history):

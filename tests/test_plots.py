@@ -191,3 +191,30 @@ def test_errors():
         plot_history([{"epoch": 1, "dur": 1.0}])
     with pytest.raises(ValueError, match="test_key='test_acc'.*valid_acc"):
         plot_history(make_history(), test_key="test_acc")
+
+
+def test_plot_predicted_draws_measured_and_predicted_time():
+    from dask_adadamp import plot_predicted
+    from dask_adadamp.simulate import Cluster
+
+    history = [{"batches": [
+        {"batch_size": 64, "worker_s": 0.02, "workers_present": 1},
+        {"batch_size": 128, "worker_s": 0.06, "workers_present": 2},
+        {"batch_size": 128, "worker_s": 0.04, "workers_present": 2}]}]
+    cluster = Cluster(grad_time="100 us", grads_per_worker=64)
+    fig = plot_predicted(history, cluster, n_params=1000)
+    measured, predicted = fig.axes[0].get_lines()
+    assert measured.get_label() == "measured"
+    np.testing.assert_allclose(measured.get_ydata(), [0.02, 0.05, 0.07])
+    # 64 examples x 100 us, then two chunks of 64 at once: 6.4 ms each.
+    assert predicted.get_ydata()[0] >= 0.0064
+    plt.close(fig)
+
+
+def test_plot_predicted_needs_the_resource_bill():
+    from dask_adadamp import plot_predicted
+    from dask_adadamp.simulate import Cluster
+
+    with pytest.raises(ValueError, match="records 'worker_s'"):
+        plot_predicted([{"batches": [{"batch_size": 64}]}],
+                       Cluster(grad_time="1 ms", grads_per_worker=64), n_params=10)
