@@ -33,18 +33,26 @@ def epochs(history):
     return list(history)
 
 
-def is_update(row):
-    """Whether a row of ``history[epoch]["batches"]`` is a model update."""
-    return isinstance(row, Mapping) and "batch_size" in row
+#: The keys that mark a row of ``history[epoch]["batches"]`` as a model
+#: update: the Dask nets record ``batch_size`` for every update.
+UPDATE_KEYS = ("batch_size",)
 
 
-def update_rows(epochs_):
-    """The model updates of the given epochs, in order.
+def is_update(row, keys=UPDATE_KEYS):
+    """Whether a row of ``history[epoch]["batches"]`` is a model update
+    (has one of ``keys``)."""
+    return isinstance(row, Mapping) and any(key in row for key in keys)
+
+
+def update_rows(epochs_, keys=UPDATE_KEYS):
+    """The model updates of the given epochs, in order: their rows with one
+    of ``keys`` (skorch's own nets record ``train_batch_size``).
 
     >>> update_rows([{"batches": [{"batch_size": 8}, {"valid_loss": 0.1}]}])
     [{'batch_size': 8}]
     """
-    return [row for epoch in epochs_ for row in epoch.get("batches", ()) if is_update(row)]
+    return [row for epoch in epochs_ for row in epoch.get("batches", ())
+            if is_update(row, keys)]
 
 
 def total(history, key):

@@ -18,8 +18,7 @@ import math
 
 import numpy as np
 
-from ._history import epochs as history_epochs
-from ._simhistory import update_batches
+from ._history import epochs as history_epochs, update_rows
 
 NEEDS = ("batch_size", "n_workers", "compute_ms", "comm_ms", "bytes_out", "tree",
          "worker_s", "workers_present")
@@ -39,7 +38,8 @@ def calibrate(history, grads_per_worker):
     >>> {k: round(v * 1e3, 3) for k, v in fields.items() if k != "bandwidth"}
     {'grad_time': 0.1, 'task_cost': 1.0, 'latency': 0.5, 'overhead': 5.0, 'overhead_per_worker': 1.0}
     """
-    rows = [row for row in update_batches(history_epochs(history))
+    # NEEDS has batch_size: the rows of a dask-adadamp fit's updates.
+    rows = [row for row in update_rows(history_epochs(history))
             if all(row.get(key) is not None for key in NEEDS)]
     if not rows:
         raise ValueError(

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from dask.utils import parse_bytes, parse_timedelta
 
-from ._history import epochs as history_epochs
+from ._history import epochs as history_epochs, update_rows
 
 # Columns that hold the batch size, the first present wins: adadamp's
 # ``partial_fit__batch_size`` and ``batch_size_`` are the sizes used (its
@@ -30,6 +30,9 @@ BATCH_COLUMNS = ("partial_fit__batch_size", "batch_size_", "batch_size",
                  "train_batch_size")
 # Model updates and examples counted per epoch (cumulative, or each epoch's).
 UPDATE_COLUMNS = ("n_updates", "model_updates")
+#: The keys of an update's row in a history: dask-adadamp's ``batch_size``,
+#: or a plain skorch net's ``train_batch_size`` (validation rows have neither).
+SIZE_KEYS = ("batch_size", "train_batch_size")
 EXAMPLE_COLUMNS = ("n_examples", "n_data")
 UPDATES = ("cumulative", "per_epoch")
 
@@ -76,18 +79,9 @@ def read(run, n_train=None, updates=None):
     return _from_history(run)
 
 
-def update_batches(epochs_):
-    """Every update row of ``history[epoch]["batches"]``: dask-adadamp's
-    ``batch_size`` or, for a plain skorch net, its ``train_batch_size``
-    (validation batches have neither)."""
-    return [row for epoch in epochs_ for row in epoch.get("batches", ())
-            if isinstance(row, Mapping)
-            and ("batch_size" in row or "train_batch_size" in row)]
-
-
 def _from_history(run):
     epochs_ = history_epochs(run)
-    rows = update_batches(epochs_)
+    rows = update_rows(epochs_, SIZE_KEYS)
     if not rows:
         raise ValueError("the history has no model updates: no entry of "
                          "history[epoch]['batches'] has the key 'batch_size', which "

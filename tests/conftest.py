@@ -139,6 +139,15 @@ def by_value():
     cloudpickle.unregister_pickle_by_value(module)
 
 
+@pytest.fixture(scope="module")
+def module_by_value(request):
+    """Worker processes unpickle the test module's own classes by value
+    (``pytestmark = pytest.mark.usefixtures("module_by_value")``)."""
+    cloudpickle.register_pickle_by_value(request.module)
+    yield
+    cloudpickle.unregister_pickle_by_value(request.module)
+
+
 @pytest.fixture(scope="session")
 def digits_data():
     return digits(random_state=0)

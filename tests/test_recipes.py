@@ -3,13 +3,10 @@ NeuralNetClassifier with the same recipe, whatever the chunks; clear errors,
 raised on the client, where a customisation cannot run on the workers; and
 scikit-learn pipelines, whose transformers hand the net float64 X."""
 import copy
-import sys
 
-import cloudpickle
 import numpy as np
 import pytest
 import torch
-from distributed import Client
 from skorch import NeuralNetClassifier
 from skorch.callbacks import Callback
 from skorch.dataset import unpack_data
@@ -28,12 +25,8 @@ from helpers import adadamp_keys, weights
 ATOL = 1e-6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def by_value():
-    # The workers unpickle this module's classes by value.
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    yield
-    cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+# The workers unpickle this module's classes by value.
+pytestmark = pytest.mark.usefixtures("module_by_value")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 skorch's own nets where skorch computes the same thing, and clear errors
 where the Dask classes cannot."""
 import copy
-import sys
 import warnings
 
 import cloudpickle
@@ -22,12 +21,8 @@ from dask_adadamp import DaskClassifier, DaskRegressor
 from helpers import make_classifier, weights
 
 
-@pytest.fixture(autouse=True, scope="module")
-def by_value():
-    # The workers unpickle this module's classes by value.
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    yield
-    cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+# The workers unpickle this module's classes by value.
+pytestmark = pytest.mark.usefixtures("module_by_value")
 
 
 @pytest.fixture(scope="module")
