@@ -25,7 +25,7 @@ import torch
 from . import _netcopy as netcopy
 from ._fitinputs import (as_arrays, as_dtype, check_arrays, n_rows,
                          split_fit_params, train_indices, train_rows)
-from ._process import SEEDED_INIT, local_device
+from ._process import local_device, seeded
 from .exceptions import CustomizationError
 
 
@@ -122,11 +122,7 @@ def check_loss_on_client(net, X, fit_params, n_given=None):
     lazy = netcopy.has_lazy_parameters(net)
     net._set_training(False)
     try:
-        # SEEDED_INIT: fork_rng restores the process's generator on exit,
-        # which would undo a seeding that another fit's thread made meanwhile.
-        with torch.no_grad(), SEEDED_INIT, torch.random.fork_rng(devices=[], enabled=lazy):
-            if lazy:
-                torch.manual_seed(net.seed_)
+        with torch.no_grad(), seeded(net.seed_, enabled=lazy):
             try:
                 net.infer(Xs, **fit_params)
                 return None
@@ -216,8 +212,7 @@ def check_chunks(net, drop, X, y, fit_params, n_given=None):
     params = netcopy.net_parameters(net)
     grads = [p.grad for p in params]
     try:
-        with SEEDED_INIT, torch.random.fork_rng(devices=[]):  # as above
-            torch.manual_seed(net.seed_)
+        with seeded(net.seed_):
             two = slice(0, 2)
             broadcasts = check_targets(view, _rows(Xs, two, n), ys[two],
                                        {**fit_params, **_rows(own, two, n)},

@@ -62,6 +62,28 @@ _THREADS = {"fits": 0}
 SEEDED_INIT = threading.RLock()
 
 
+@contextmanager
+def seeded(seed, enabled=True):
+    """torch's global generator seeded with ``seed`` within the block, and
+    as it was after it (``enabled`` False: left alone).
+
+    The generator is the process's: blocks in threads take turns
+    (``SEEDED_INIT``), or one fit's seed would initialize another's module,
+    and ``fork_rng``'s restore at the end of one block would undo the
+    seeding of another's.
+
+    >>> with seeded(0):
+    ...     a = torch.rand(1)
+    >>> with seeded(0):
+    ...     bool(torch.equal(a, torch.rand(1)))
+    True
+    """
+    with SEEDED_INIT, torch.random.fork_rng(devices=[], enabled=enabled):
+        if enabled:
+            torch.manual_seed(seed)
+        yield
+
+
 def local_device(device):
     """``device`` if this process has it, else ``"cpu"``.
 

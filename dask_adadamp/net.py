@@ -42,7 +42,7 @@ from . import _predict as predict
 from . import _prepare as prepare
 from . import dashboard
 from ._fit import Fit
-from ._process import SEEDED_INIT, client_threads, local_device
+from ._process import client_threads, local_device, seeded
 from ._sampling import Update
 from ._worker import ModelSpec
 from .callbacks import DashboardFeed, PrintLog, UpdateLog
@@ -195,8 +195,7 @@ class DaskNetMixin:
         # turns, or one's seed would initialize another's module.
         if not hasattr(self, "seed_"):  # _initialize_module before initialize
             self.seed_ = self._base_seed()
-        with SEEDED_INIT, torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed_)
+        with seeded(self.seed_):
             return super().initialize_module()
 
     def _base_seed(self):
