@@ -25,9 +25,13 @@ def test_local_cuda_cluster_one_worker_per_gpu(digits_data):
     X, _, y, _ = digits_data
     with dask_cuda.LocalCUDACluster(dashboard_address=":0") as cluster, \
             Client(cluster) as client:
-        est = make_classifier(max_epochs=2, device="cuda", client=client).fit(X, y)
-        assert est.history[-1, "n_workers"] == torch.cuda.device_count()
-        assert est.score(X, y) > 0.8
+        # Two epochs of this MLP score about 0.23 on either device (the CPU's
+        # 0.2345 was the H200's too): the CPU fit on the same workers is the
+        # reference, not an accuracy.
+        cpu = make_classifier(max_epochs=2, client=client).fit(X, y)
+        gpu = make_classifier(max_epochs=2, device="cuda", client=client).fit(X, y)
+        assert gpu.history[-1, "n_workers"] == torch.cuda.device_count()
+        torch.testing.assert_close(weights(gpu).cpu(), weights(cpu), rtol=1e-4, atol=1e-5)
 
 
 def test_workers_declaring_gpu_resources_grow_with_the_batch(digits_data):
